@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the whole suite).
+# Each creates or refreshes the virtual environment .venv from the project's own files first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.zsindex-installed
+
+.PHONY: demo test test-slow soak fuzz lint bench venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/zsindex demo
+
+# Lint, type-check and the fast test tier on SQLite and the local PostgreSQL (required, not skipped).
+test: $(STAMP)
+	bash scripts/ensure_postgres.sh
+	$(BIN)/ruff check zsindex migrations tests benchmarks scripts
+	$(BIN)/ruff format --check zsindex migrations tests benchmarks scripts
+	$(BIN)/mypy
+	ZSINDEX_REQUIRE_POSTGRES=1 $(BIN)/pytest -q -p no:cacheprovider
+
+# Long soak / fuzz / crash runs (not in CI's time budget; run before a release).
+test-slow: $(STAMP)
+	bash scripts/ensure_postgres.sh
+	ZSINDEX_REQUIRE_POSTGRES=1 $(BIN)/pytest -q -p no:cacheprovider -m slow
+
+soak: test-slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check zsindex migrations tests benchmarks scripts
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,101 @@
+"""Engines and transactions for SQLite and PostgreSQL.
+
+SQLite runs in WAL mode with foreign keys on and a long ``busy_timeout``, and every write
+transaction starts with ``BEGIN IMMEDIATE``: a writer takes the write lock up front and waits for
+it, instead of failing later with "database is locked" when it tries to upgrade a read lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+
+from zsindex.errors import InvalidInputError, StoreError
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy own transaction boundaries (pysqlite's implicit BEGIN is deferred).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.info.get("zsindex_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``url`` (SQLite files get their parent folder created)."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError with no hint
+        raise InvalidInputError(
+            f"ZSINDEX_DATABASE_URL {url!r} is not a SQLAlchemy URL "
+            "(e.g. sqlite:////path/db.sqlite3 or postgresql+psycopg://user@host/db)"
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        _configure_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            # psycopg 3 is the driver we ship; plain postgresql:// would look for psycopg2.
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    raise InvalidInputError(
+        f"database backend {backend!r} is not supported: use sqlite:/// or postgresql://"
+    )
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write: on SQLite it holds the write lock from its start."""
+    with translate_db_errors(), engine.connect() as conn:
+        conn.info["zsindex_write"] = True
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.info["zsindex_write"] = False
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction with a consistent snapshot."""
+    with translate_db_errors(), engine.connect() as conn, conn.begin():
+        yield conn
+
+
+@contextmanager
+def translate_db_errors() -> Iterator[None]:
+    """Turn connection-level failures into :class:`StoreError` (HTTP 503, CLI exit 1)."""
+    try:
+        yield
+    except (OperationalError, SAInterfaceError) as exc:
+        detail = str(exc.orig) if getattr(exc, "orig", None) is not None else str(exc)
+        first = detail.strip().splitlines()[0] if detail.strip() else type(exc).__name__
+        raise StoreError(f"database unavailable: {first}") from exc

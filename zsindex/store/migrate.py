@@ -1,0 +1,98 @@
+"""Schema management through Alembic, run programmatically from the installed package."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+
+from zsindex.errors import SchemaOutOfDateError
+from zsindex.store.engine import translate_db_errors
+from zsindex.store.models import Base
+
+
+def migrations_dir() -> Path:
+    """The Alembic script directory: ``migrations/`` in a checkout, ``zsindex/migrations`` in
+    an installed wheel (the same files, mapped by ``package-dir``)."""
+    spec = importlib.util.find_spec("zsindex.migrations")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("zsindex.migrations is missing from this installation")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    # configparser interpolates "%": escape it (URL-encoded options contain %3D).
+    url = engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
+def head_revision() -> str:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    if head is None:
+        raise RuntimeError("no migrations found")
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with translate_db_errors(), engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def _run(engine: Engine, fn_name: str, revision: str) -> None:
+    cfg = _config(engine)
+    with translate_db_errors(), engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        getattr(command, fn_name)(cfg, revision)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    _run(engine, "upgrade", revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    _run(engine, "downgrade", revision)
+
+
+def is_empty(engine: Engine) -> bool:
+    """True when the database has none of zsindex's tables (a brand-new store)."""
+    with translate_db_errors(), engine.connect() as conn:
+        names = set(inspect(conn).get_table_names())
+    # Alembic keeps an empty alembic_version table after `downgrade base`: that still counts.
+    return not (names & set(Base.metadata.tables))
+
+
+def ensure_current(engine: Engine, *, create_if_empty: bool) -> None:
+    """Check the schema is at head; create it when the database is empty and allowed.
+
+    Raises:
+        SchemaOutOfDateError: the schema exists but is not at this code's revision.
+    """
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None and create_if_empty and is_empty(engine):
+        upgrade(engine)
+        return
+    raise SchemaOutOfDateError(
+        f"database schema is at {current or 'no revision'}, this zsindex needs {head}: "
+        "run `zsindex db upgrade`"
+    )
+
+
+def drift(engine: Engine) -> list[object]:
+    """Differences between the table models and the migrated database (empty = none)."""
+    with translate_db_errors(), engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(ctx, Base.metadata))

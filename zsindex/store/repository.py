@@ -1,0 +1,384 @@
+"""The store: label sets, immutable versions, labels, embeddings and models in SQL.
+
+SQL is the source of truth. A version is written whole in one transaction (rows, embedding
+chunks, ``ready`` status and the current pointer flip), so a reader or a crash never exposes
+half a version: a killed writer's transaction simply rolls back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from zsindex.errors import ConflictError, NotFoundError
+from zsindex.store import bulk, migrate
+from zsindex.store.engine import make_engine, read_transaction, write_transaction
+from zsindex.store.models import (
+    EmbeddingChunkRow,
+    LabelRow,
+    LabelSetRow,
+    LabelSetVersionRow,
+    ModelRow,
+)
+from zsindex.store.records import (
+    LabelColumns,
+    ModelRecord,
+    ModelSpec,
+    NewVersion,
+    VersionRecord,
+)
+
+# Rows per embedding chunk: 16 MiB per chunk at 512 fp16 dims, few enough blobs to load fast.
+CHUNK_ROWS = 16_384
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Store:
+    """Typed access to one zsindex database.
+
+    Args:
+        url: SQLAlchemy URL.
+        create_if_empty: create the schema when the database has no zsindex tables yet (the
+            embedded default); an existing out-of-date schema always raises
+            :class:`~zsindex.errors.SchemaOutOfDateError`.
+        check_schema: verify the schema revision on open (``zsindex db`` commands skip it).
+    """
+
+    def __init__(self, url: str, *, create_if_empty: bool = True, check_schema: bool = True):
+        self.url = url
+        self.engine: Engine = make_engine(url)
+        if check_schema:
+            migrate.ensure_current(self.engine, create_if_empty=create_if_empty)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- models -----------------------------------------------------------------------------
+
+    def upsert_model(self, spec: ModelSpec) -> ModelRecord:
+        """Return the model row for ``spec``, creating it on first use."""
+        with write_transaction(self.engine) as conn:
+            return self._upsert_model(conn, spec)
+
+    def _upsert_model(self, conn: Connection, spec: ModelSpec) -> ModelRecord:
+        key = (spec.name, spec.pretrained or "", spec.weights_sha256)
+        query = select(ModelRow).where(
+            ModelRow.name == key[0], ModelRow.pretrained == key[1], ModelRow.weights_sha256 == key[2]
+        )
+        row = conn.execute(query).first()
+        if row is None:
+            conn.execute(
+                insert(ModelRow).values(
+                    name=key[0],
+                    pretrained=key[1],
+                    weights_sha256=key[2],
+                    dim=spec.dim,
+                    logit_scale=spec.logit_scale,
+                    logit_bias=spec.logit_bias,
+                    context_length=spec.context_length,
+                    created_at=_utcnow(),
+                )
+            )
+            row = conn.execute(query).one()
+        return _model_record(row._mapping)
+
+    # -- writing versions -------------------------------------------------------------------
+
+    def create_version(self, new: NewVersion) -> VersionRecord:
+        """Write a complete new version of ``new.labelset`` and make it current, atomically.
+
+        Raises:
+            ConflictError: a concurrent writer took the same version number; retry.
+        """
+        n = len(new.labels)
+        if new.embeddings.shape != (n, new.model.dim):
+            raise ValueError(
+                f"embeddings shape {new.embeddings.shape} != ({n}, {new.model.dim})"
+            )
+        matrix = np.ascontiguousarray(new.embeddings, dtype=np.dtype(new.dtype))
+        depth = int(new.labels.depths.max()) if n else 0
+        for attempt in range(3):
+            try:
+                with write_transaction(self.engine) as conn:
+                    model = self._upsert_model(conn, new.model)
+                    labelset_id = self._lock_or_create_labelset(conn, new.labelset)
+                    number = (
+                        conn.execute(
+                            select(func.max(LabelSetVersionRow.version)).where(
+                                LabelSetVersionRow.labelset_id == labelset_id
+                            )
+                        ).scalar()
+                        or 0
+                    ) + 1
+                    version_id = conn.execute(
+                        insert(LabelSetVersionRow)
+                        .values(
+                            labelset_id=labelset_id,
+                            version=number,
+                            status="building",
+                            model_id=model.id,
+                            digest=new.digest,
+                            templates=json.dumps(list(new.templates)),
+                            num_labels=n,
+                            depth=depth,
+                            rank_names=json.dumps(list(new.rank_names)),
+                            dim=new.model.dim,
+                            dtype=new.dtype,
+                            num_truncated=new.num_truncated,
+                            source=new.source[:200],
+                            created_at=_utcnow(),
+                        )
+                        .returning(LabelSetVersionRow.id)
+                    ).scalar_one()
+                    bulk.insert_labels(conn, version_id, new.labels)
+                    self._insert_chunks(conn, version_id, matrix)
+                    conn.execute(
+                        update(LabelSetVersionRow)
+                        .where(LabelSetVersionRow.id == version_id)
+                        .values(status="ready")
+                    )
+                    conn.execute(
+                        update(LabelSetRow)
+                        .where(LabelSetRow.id == labelset_id)
+                        .values(current_version_id=version_id, updated_at=_utcnow())
+                    )
+                return self.version(new.labelset, number)
+            except IntegrityError as exc:
+                if attempt == 2:
+                    raise ConflictError(
+                        f"label set {new.labelset!r} was changed concurrently; try again"
+                    ) from exc
+        raise AssertionError("unreachable")
+
+    def _lock_or_create_labelset(self, conn: Connection, name: str) -> int:
+        query = select(LabelSetRow.id).where(LabelSetRow.name == name)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        labelset_id = conn.execute(query).scalar()
+        if labelset_id is None:
+            labelset_id = conn.execute(
+                insert(LabelSetRow)
+                .values(name=name, created_at=_utcnow(), updated_at=_utcnow())
+                .returning(LabelSetRow.id)
+            ).scalar_one()
+        return int(labelset_id)
+
+    def _insert_chunks(self, conn: Connection, version_id: int, matrix: np.ndarray) -> None:
+        rows: list[dict[str, Any]] = []
+        for index, start in enumerate(range(0, max(len(matrix), 1), CHUNK_ROWS)):
+            block = matrix[start : start + CHUNK_ROWS]
+            data = block.tobytes()
+            rows.append(
+                {
+                    "version_id": version_id,
+                    "chunk_index": index,
+                    "start_row": start,
+                    "num_rows": len(block),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "data": data,
+                }
+            )
+            if len(rows) >= 8:  # bound the memory held in parameter lists
+                conn.execute(insert(EmbeddingChunkRow), rows)
+                rows = []
+        if rows:
+            conn.execute(insert(EmbeddingChunkRow), rows)
+
+    def delete_labelset(self, name: str) -> None:
+        """Delete a label set with all its versions.
+
+        Raises:
+            NotFoundError: no label set has that name.
+        """
+        with write_transaction(self.engine) as conn:
+            labelset_id = conn.execute(
+                select(LabelSetRow.id).where(LabelSetRow.name == name)
+            ).scalar()
+            if labelset_id is None:
+                raise NotFoundError(f"label set {name!r} does not exist (see `zsindex labels list`)")
+            # Break the pointer first: the cascade then never meets a dangling reference.
+            conn.execute(
+                update(LabelSetRow)
+                .where(LabelSetRow.id == labelset_id)
+                .values(current_version_id=None)
+            )
+            conn.execute(delete(LabelSetRow).where(LabelSetRow.id == labelset_id))
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _version_query(self) -> Any:
+        return (
+            select(
+                LabelSetRow.name.label("labelset"),
+                LabelSetRow.current_version_id,
+                LabelSetVersionRow,
+                ModelRow.id.label("m_id"),
+                ModelRow.name.label("m_name"),
+                ModelRow.pretrained.label("m_pretrained"),
+                ModelRow.weights_sha256.label("m_sha"),
+                ModelRow.dim.label("m_dim"),
+                ModelRow.logit_scale.label("m_scale"),
+                ModelRow.logit_bias.label("m_bias"),
+                ModelRow.context_length.label("m_ctx"),
+            )
+            .join(LabelSetRow, LabelSetRow.id == LabelSetVersionRow.labelset_id)
+            .join(ModelRow, ModelRow.id == LabelSetVersionRow.model_id)
+        )
+
+    def current(self, name: str) -> VersionRecord:
+        """The current version of label set ``name``.
+
+        Raises:
+            NotFoundError: no such label set (or it has no ready version).
+        """
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(
+                self._version_query().where(
+                    LabelSetRow.name == name,
+                    LabelSetVersionRow.id == LabelSetRow.current_version_id,
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"label set {name!r} does not exist (see `zsindex labels list`)")
+        return _version_record(row._mapping)
+
+    def version(self, name: str, number: int) -> VersionRecord:
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(
+                self._version_query().where(
+                    LabelSetRow.name == name, LabelSetVersionRow.version == number
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"label set {name!r} has no version {number}")
+        return _version_record(row._mapping)
+
+    def list_current(self) -> list[VersionRecord]:
+        """Every label set's current version, by name."""
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                self._version_query()
+                .where(LabelSetVersionRow.id == LabelSetRow.current_version_id)
+                .order_by(LabelSetRow.name)
+            ).all()
+        return [_version_record(r._mapping) for r in rows]
+
+    def current_version_ids(self) -> dict[str, int]:
+        """Cheap poll of which version each label set currently serves (for hot swap)."""
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(LabelSetRow.name, LabelSetRow.current_version_id).where(
+                    LabelSetRow.current_version_id.is_not(None)
+                )
+            ).all()
+        return {name: int(vid) for name, vid in rows}
+
+    def history(self, name: str) -> list[VersionRecord]:
+        """All versions of ``name``, oldest first."""
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                self._version_query()
+                .where(LabelSetRow.name == name)
+                .order_by(LabelSetVersionRow.version)
+            ).all()
+        if not rows:
+            raise NotFoundError(f"label set {name!r} does not exist (see `zsindex labels list`)")
+        return [_version_record(r._mapping) for r in rows]
+
+    def load_labels(self, version_id: int) -> LabelColumns:
+        with read_transaction(self.engine) as conn:
+            return bulk.load_labels(conn, version_id)
+
+    def load_embeddings(self, version_id: int) -> np.ndarray:
+        """The version's embedding matrix in its stored dtype, ``[num_labels, dim]``."""
+        with read_transaction(self.engine) as conn:
+            meta = conn.execute(
+                select(
+                    LabelSetVersionRow.num_labels,
+                    LabelSetVersionRow.dim,
+                    LabelSetVersionRow.dtype,
+                ).where(LabelSetVersionRow.id == version_id)
+            ).first()
+            if meta is None:
+                raise NotFoundError(f"label-set version id {version_id} does not exist")
+            n, dim, dtype = meta
+            out = np.empty((n, dim), dtype=np.dtype(dtype))
+            for start, count, data in self._iter_chunks(conn, version_id):
+                out[start : start + count] = np.frombuffer(data, dtype=out.dtype).reshape(
+                    count, dim
+                )
+        return out
+
+    def _iter_chunks(
+        self, conn: Connection, version_id: int
+    ) -> Iterator[tuple[int, int, bytes]]:
+        result = conn.execution_options(yield_per=4).execute(
+            select(
+                EmbeddingChunkRow.start_row, EmbeddingChunkRow.num_rows, EmbeddingChunkRow.data
+            )
+            .where(EmbeddingChunkRow.version_id == version_id)
+            .order_by(EmbeddingChunkRow.chunk_index)
+        )
+        for start, count, data in result:
+            yield int(start), int(count), bytes(data)
+
+
+def _model_record(m: Any) -> ModelRecord:
+    return ModelRecord(
+        id=m["id"],
+        name=m["name"],
+        pretrained=m["pretrained"] or None,
+        weights_sha256=m["weights_sha256"],
+        dim=m["dim"],
+        logit_scale=m["logit_scale"],
+        logit_bias=m["logit_bias"],
+        context_length=m["context_length"],
+    )
+
+
+def _version_record(m: Any) -> VersionRecord:
+    return VersionRecord(
+        labelset=m["labelset"],
+        version_id=m["id"],
+        version=m["version"],
+        status=m["status"],
+        model=ModelRecord(
+            id=m["m_id"],
+            name=m["m_name"],
+            pretrained=m["m_pretrained"] or None,
+            weights_sha256=m["m_sha"],
+            dim=m["m_dim"],
+            logit_scale=m["m_scale"],
+            logit_bias=m["m_bias"],
+            context_length=m["m_ctx"],
+        ),
+        digest=m["digest"],
+        templates=tuple(json.loads(m["templates"])),
+        num_labels=m["num_labels"],
+        depth=m["depth"],
+        rank_names=tuple(json.loads(m["rank_names"])),
+        dim=m["dim"],
+        dtype=m["dtype"],
+        num_truncated=m["num_truncated"],
+        source=m["source"],
+        created_at=m["created_at"],
+        is_current=m["current_version_id"] == m["id"],
+    )
+
+
+def chunk_digests(matrix: np.ndarray) -> Sequence[str]:
+    """SHA-256 of each chunk as :meth:`Store.create_version` stores it (for checks)."""
+    return [
+        hashlib.sha256(matrix[s : s + CHUNK_ROWS].tobytes()).hexdigest()
+        for s in range(0, max(len(matrix), 1), CHUNK_ROWS)
+    ]
