@@ -1,0 +1,42 @@
+"""Conversions between label specs, store records and public results."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zsindex.labels.spec import LabelSetSpec
+from zsindex.results import LabelSetInfo
+from zsindex.store.records import LabelColumns, VersionRecord
+
+
+def spec_to_columns(spec: LabelSetSpec) -> LabelColumns:
+    """A validated spec as store columns (parents -1 for roots, depths from 1)."""
+    n = len(spec)
+    if spec.parents is None:
+        parents = np.full(n, -1, dtype=np.int64)
+        depths = np.ones(n, dtype=np.int32)
+    else:
+        parents = np.fromiter((-1 if p is None else p for p in spec.parents), np.int64, count=n)
+        depths = np.asarray(spec.node_depths, dtype=np.int32) + 1
+    ranks = [spec.rank_of(i) for i in range(n)] if spec.is_tree else [None] * n
+    prompts = list(spec.prompts) if spec.prompts is not None else [None] * n
+    return LabelColumns(names=list(spec.names), parents=parents, depths=depths, ranks=ranks,
+                        prompts=prompts)
+
+
+def version_info(v: VersionRecord) -> LabelSetInfo:
+    return LabelSetInfo(
+        name=v.labelset,
+        version=v.version,
+        num_labels=v.num_labels,
+        model=v.model.name,
+        pretrained=v.model.pretrained,
+        templates=list(v.templates),
+        digest=v.digest,
+        depth=v.depth,
+        rank_names=list(v.rank_names),
+        dim=v.dim,
+        num_truncated=v.num_truncated,
+        created_at=v.created_at.isoformat() if v.created_at else "",
+        current=v.is_current,
+    )

@@ -1,0 +1,106 @@
+"""``labels import``: precomputed embeddings (e.g. a taxonomy embedded on a GPU cluster)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from zsindex.catalog.convert import spec_to_columns
+from zsindex.catalog.registration import model_spec, normalise_rows, tree_mean_fill
+from zsindex.errors import InvalidInputError
+from zsindex.labels.spec import LabelSetSpec
+from zsindex.labels.validate import validate_labelset_name
+from zsindex.store.records import NewVersion, VersionRecord
+from zsindex.store.repository import Store
+
+if TYPE_CHECKING:
+    from zsindex.encoders import Encoder
+
+INTERNAL_TEMPLATES = ("a photo of a {}.",)
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """Memory-map a ``.npy`` file of float16/float32 (pickles are never loaded)."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InvalidInputError(f"{path}: not a readable .npy array ({exc})") from exc
+    if not isinstance(arr, np.ndarray) or arr.ndim != 2:
+        raise InvalidInputError(f"{path}: expected a 2-D array, got shape {getattr(arr, 'shape', '?')}")
+    if arr.dtype not in (np.float16, np.float32, np.float64):
+        raise InvalidInputError(f"{path}: dtype {arr.dtype} is not float16/float32")
+    return arr
+
+
+def orient(matrix: np.ndarray, rows: int, dim: int, source: str) -> np.ndarray:
+    """Accept ``[rows, dim]`` or ``[dim, rows]``; anything else is an error naming both."""
+    if matrix.shape == (rows, dim):
+        return matrix
+    if matrix.shape == (dim, rows):
+        return matrix.T
+    raise InvalidInputError(
+        f"{source}: shape {list(matrix.shape)} does not match {rows} names × the model's "
+        f"dimension {dim} (expected [{rows}, {dim}] or [{dim}, {rows}])"
+    )
+
+
+def import_rows(
+    store: Store,
+    name: str,
+    spec: LabelSetSpec,
+    row_nodes: Sequence[int],
+    matrix: np.ndarray,
+    encoder: Encoder,
+    source: str,
+    *,
+    embed_internal: str = "mean",
+) -> VersionRecord:
+    """Store ``matrix`` rows as the embeddings of ``spec``'s nodes ``row_nodes``.
+
+    Tree nodes without a row get the re-normalised mean of their descendants' rows
+    (``embed_internal="mean"``) or their text embedding from the model (``"text"``).
+    """
+    validate_labelset_name(name)
+    if embed_internal not in ("mean", "text"):
+        raise InvalidInputError(f"embed_internal must be 'mean' or 'text', got {embed_internal!r}")
+    info = encoder.info
+    rows = orient(matrix, len(row_nodes), info.dim, source)
+    rows = normalise_rows(rows, source)
+    n = len(spec)
+    columns = spec_to_columns(spec)
+    full = np.zeros((n, info.dim), dtype=np.float32)
+    has_row = np.zeros(n, dtype=bool)
+    node_ids = np.asarray(row_nodes, dtype=np.int64)
+    full[node_ids] = rows
+    has_row[node_ids] = True
+    del rows
+    if not has_row.all():
+        if not columns.is_tree:
+            raise InvalidInputError(f"{source}: {int((~has_row).sum())} labels have no row")
+        if embed_internal == "text":
+            missing = np.flatnonzero(~has_row)
+            texts = [spec.text_of(int(i)) for i in missing]
+            full[missing] = encoder.encode_labels(texts, INTERNAL_TEMPLATES).embeddings
+        else:
+            full = tree_mean_fill(full, has_row, columns)
+    model = model_spec(info)
+    digest = hashlib.sha256(
+        spec.digest(info.fingerprint).encode() + hashlib.sha256(full.tobytes()).digest()
+    ).hexdigest()
+    return store.create_version(
+        NewVersion(
+            labelset=name,
+            model=model,
+            labels=columns,
+            embeddings=full,
+            templates=(),
+            digest=digest,
+            dtype="float16",
+            rank_names=spec.rank_names,
+            source=f"import:{Path(source).name}"[:200],
+        )
+    )

@@ -1,0 +1,213 @@
+"""Classification of image embeddings against a loaded label set: flat and hierarchical."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zsindex.classify import hierarchy
+from zsindex.classify.loaded import LoadedLabelSet
+from zsindex.classify.tree import Tree, find_node
+from zsindex.errors import InvalidInputError
+from zsindex.results import ClassificationResult, PathStep, Prediction
+
+MODES = ("flat", "beam", "marginal", "chils")
+ACTIVATIONS = ("softmax", "sigmoid")
+DEFAULT_BEAM = 8
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """Options of one classification call (validated by :meth:`check`)."""
+
+    k: int = 5
+    mode: str = "flat"
+    rank: str | int | None = None
+    beam: int | None = None
+    within: str | None = None
+    min_confidence: float | None = None
+    activation: str = "softmax"
+
+    def check(self) -> ClassifyOptions:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= 10_000:
+            raise InvalidInputError(f"k must be an integer from 1 to 10000, got {self.k!r}")
+        if self.mode not in MODES:
+            raise InvalidInputError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.activation not in ACTIVATIONS:
+            raise InvalidInputError(
+                f"activation {self.activation!r} is not one of {', '.join(ACTIVATIONS)}"
+            )
+        if self.beam is not None and (not isinstance(self.beam, int) or self.beam < 1):
+            raise InvalidInputError(f"beam must be a positive integer, got {self.beam!r}")
+        if self.min_confidence is not None and not 0.0 <= float(self.min_confidence) <= 1.0:
+            raise InvalidInputError(
+                f"min_confidence must be within [0, 1], got {self.min_confidence!r}"
+            )
+        if self.activation == "sigmoid" and self.mode != "flat":
+            raise InvalidInputError("sigmoid probabilities apply to flat mode only")
+        return self
+
+
+def check_embeddings(emb: np.ndarray, dim: int) -> np.ndarray:
+    """float32 ``[Q, dim]`` unit rows from user-given embeddings (clear errors otherwise)."""
+    arr = np.asarray(emb)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != dim or arr.shape[0] == 0:
+        raise InvalidInputError(
+            f"embeddings must have shape [n, {dim}] for this label set's model, "
+            f"got {list(np.shape(emb))}"
+        )
+    if arr.dtype.kind not in "fiu":
+        raise InvalidInputError(f"embeddings must be numbers, got {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise InvalidInputError("embeddings contain NaN or infinity")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise InvalidInputError("an embedding is all zeros")
+    return arr / norms
+
+
+def classify_embeddings(
+    loaded: LoadedLabelSet,
+    emb: np.ndarray,
+    image_names: list[str],
+    opts: ClassifyOptions,
+) -> list[ClassificationResult]:
+    """Classify L2-normalised image embeddings ``[Q, dim]``; one result per row."""
+    opts.check()
+    tree = loaded.tree
+    within = None
+    if opts.within is not None:
+        if tree is None:
+            raise InvalidInputError(f"--within needs a tree; {loaded.name!r} is a flat label set")
+        within = find_node(loaded.names, tree, opts.within)
+    if opts.mode == "flat":
+        return _flat(loaded, emb, image_names, opts, within)
+    if tree is None:
+        raise InvalidInputError(
+            f"mode {opts.mode!r} needs a tree; {loaded.name!r} is a flat label set (use flat)"
+        )
+    depth = tree.resolve_rank(opts.rank)
+    if within is not None and depth <= int(tree.depths[within]):
+        raise InvalidInputError(
+            f"rank {opts.rank!r} is not below the --within node {opts.within!r}"
+        )
+    if opts.mode == "beam":
+        answers = hierarchy.beam_search(
+            loaded, emb, depth=depth, beam=opts.beam or DEFAULT_BEAM, within=within
+        )
+        return [
+            _tree_result(loaded, name, emb[i], a.final.nodes, np.exp(a.final.log_probs), a.final.scores,
+                         a.path_nodes, a.path_probs, opts)
+            for i, (name, a) in enumerate(zip(image_names, answers, strict=True))
+        ]
+    candidates, probs = hierarchy.rank_marginals(
+        loaded, emb, depth=depth, within=within, reweight_by_parent=opts.mode == "chils"
+    )
+    results = []
+    k = min(opts.k, len(candidates))
+    for q, name in enumerate(image_names):
+        top = np.lexsort((candidates, -probs[q]))[:k]
+        nodes = candidates[top]
+        scores = _node_scores(loaded, emb[q], nodes)
+        path_nodes, path_probs = (
+            hierarchy.path_marginals(tree, candidates, probs[q], int(nodes[0]), within)
+            if k
+            else ([], [])
+        )
+        results.append(
+            _tree_result(loaded, name, emb[q], nodes, probs[q][top], scores, path_nodes, path_probs, opts)
+        )
+    return results
+
+
+def _node_scores(loaded: LoadedLabelSet, q: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    rows = loaded.matrix[nodes]
+    return rows.astype(np.float32) @ q
+
+
+def _flat(
+    loaded: LoadedLabelSet,
+    emb: np.ndarray,
+    image_names: list[str],
+    opts: ClassifyOptions,
+    within: int | None,
+) -> list[ClassificationResult]:
+    subset: np.ndarray | None = loaded.leaf_ids
+    if within is not None and loaded.tree is not None:
+        subset = _subtree_leaves(loaded.tree, within)
+    res = loaded.index.search(
+        emb,
+        opts.k,
+        logit_scale=loaded.logit_scale,
+        logit_bias=loaded.logit_bias,
+        mode=opts.activation,  # type: ignore[arg-type]
+        subset=subset,
+    )
+    out = []
+    for q, name in enumerate(image_names):
+        preds = [
+            Prediction(loaded.names[int(i)], float(p), float(s))
+            for i, p, s in zip(res.ids[q], res.probabilities[q], res.scores[q], strict=True)
+        ]
+        out.append(
+            ClassificationResult(
+                image=name,
+                labelset=loaded.name,
+                version=loaded.version,
+                predictions=preds,
+                exact_probabilities=res.exact_probabilities,
+            )
+        )
+    return out
+
+
+def _subtree_leaves(tree: Tree, node: int) -> np.ndarray:
+    parts = []
+    for d in range(int(tree.depths[node]), tree.max_depth + 1):
+        span = tree.descendant_range(node, d)
+        if len(span):
+            ids = np.arange(span.start, span.stop)
+            parts.append(ids[tree.is_leaf[ids]])
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def _tree_result(
+    loaded: LoadedLabelSet,
+    image: str,
+    query: np.ndarray,
+    nodes: np.ndarray,
+    probs: np.ndarray,
+    scores: np.ndarray,
+    path_nodes: list[int],
+    path_probs: list[float],
+    opts: ClassifyOptions,
+) -> ClassificationResult:
+    tree = loaded.tree
+    assert tree is not None
+    k = min(opts.k, len(nodes))
+    preds = [
+        Prediction(loaded.names[int(n)], float(p), float(s))
+        for n, p, s in zip(nodes[:k], probs[:k], scores[:k], strict=True)
+    ]
+    steps = [
+        PathStep(tree.rank_name(int(tree.depths[n])), loaded.names[n], float(p))
+        for n, p in zip(path_nodes, path_probs, strict=True)
+    ]
+    if opts.min_confidence is not None:
+        kept = [s for s in steps if s.probability >= opts.min_confidence]
+        # Probabilities only shrink going down a path: keep its confident prefix.
+        steps = steps[: len(kept)]
+        if len(steps) < len(path_nodes):
+            # Abstain below the confident prefix: answer its deepest node (or nothing).
+            deepest = path_nodes[len(steps) - 1] if steps else None
+            preds = [] if deepest is None else [
+                Prediction(steps[-1].label, steps[-1].probability,
+                           float(_node_scores(loaded, query, np.array([deepest]))[0]))
+            ]
+    return ClassificationResult(
+        image=image, labelset=loaded.name, version=loaded.version, predictions=preds, path=steps
+    )

@@ -1,0 +1,266 @@
+"""Hierarchical classification over label trees: beam (coarse-then-fine), marginal and CHiLS.
+
+All three work on the BFS-ordered matrix of a :class:`~zsindex.classify.loaded.LoadedLabelSet`
+(children are contiguous rows), so per-level searches are slices, not gathers.
+
+- ``beam``: softmax among siblings at each level; a path's probability is the product of its
+  conditional probabilities; the best ``beam`` nodes per level are expanded.
+- ``marginal``: the exact softmax over all leaves, summed up the tree to the requested rank.
+- ``chils``: each leaf's softmax probability times its parent's probability among the parent's
+  level (CHiLS, ICML 2023), renormalised and summed up to the requested rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zsindex.classify.loaded import LoadedLabelSet
+from zsindex.classify.tree import Tree
+
+BLOCK_ROWS = 32_768
+
+
+@dataclass
+class LevelCandidates:
+    """Scored candidates of one query at one depth, best first."""
+
+    nodes: np.ndarray
+    log_probs: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass
+class TreeAnswer:
+    """One query's hierarchical answer: ranked candidates at the final depth and the path."""
+
+    final: LevelCandidates
+    path_nodes: list[int]
+    path_probs: list[float]
+
+
+def _scores(emb: np.ndarray, matrix: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+    block = matrix[rows]
+    if block.dtype != np.float32:
+        block = block.astype(np.float32)
+    return emb @ block.T
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    m = logits.max(axis=-1, keepdims=True)
+    shifted = logits - m
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _prefix(tree: Tree, within: int | None) -> tuple[list[int], list[float]]:
+    """The within-node's ancestors and itself: given, probability 1 each."""
+    if within is None:
+        return [], []
+    nodes = tree.path_to(within)
+    return nodes, [1.0] * len(nodes)
+
+
+def beam_search(
+    loaded: LoadedLabelSet,
+    emb: np.ndarray,
+    *,
+    depth: int,
+    beam: int,
+    within: int | None = None,
+) -> list[TreeAnswer]:
+    """Coarse-then-fine search to ``depth``, keeping ``beam`` nodes per level per query."""
+    tree = loaded.tree
+    assert tree is not None
+    matrix, scale, bias = loaded.matrix, loaded.logit_scale, loaded.logit_bias
+    starts, ends = tree.child_ranges
+    nq = len(emb)
+    if within is None:
+        first = tree.level(1)
+        first_depth = 1
+    else:
+        first = range(int(starts[within]), int(ends[within]))
+        first_depth = int(tree.depths[within]) + 1
+    # Level 1 (or the within-node's children): one dense block for every query.
+    sc = _scores(emb, matrix, slice(first.start, first.stop))
+    lp = _log_softmax(scale * sc + bias)
+    cand = [
+        LevelCandidates(np.arange(first.start, first.stop), lp[q], sc[q]) for q in range(nq)
+    ]
+    history: list[list[LevelCandidates]] = []
+    for level_depth in range(first_depth, depth + 1):
+        cand = [_sorted(c) for c in cand]
+        history.append(cand)
+        if level_depth == depth:
+            break
+        kept = [
+            LevelCandidates(c.nodes[:beam], c.log_probs[:beam], c.scores[:beam]) for c in cand
+        ]
+        cand = _expand(emb, matrix, scale, bias, starts, ends, kept)
+    prefix_nodes, prefix_probs = _prefix(tree, within)
+    answers = []
+    for q in range(nq):
+        final = history[-1][q]
+        path_nodes, path_probs = list(prefix_nodes), list(prefix_probs)
+        if len(final.nodes):
+            best = int(final.nodes[0])
+            for node in tree.path_to(best)[len(prefix_nodes) :]:
+                level = history[int(tree.depths[node]) - first_depth][q]
+                where = np.flatnonzero(level.nodes == node)
+                path_nodes.append(node)
+                path_probs.append(float(np.exp(level.log_probs[where[0]])) if len(where) else 0.0)
+        answers.append(TreeAnswer(final, path_nodes, path_probs))
+    return answers
+
+
+def _sorted(c: LevelCandidates) -> LevelCandidates:
+    order = np.lexsort((c.nodes, -c.log_probs))
+    return LevelCandidates(c.nodes[order], c.log_probs[order], c.scores[order])
+
+
+def _expand(
+    emb: np.ndarray,
+    matrix: np.ndarray,
+    scale: float,
+    bias: float,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    kept: list[LevelCandidates],
+) -> list[LevelCandidates]:
+    """Children of every kept node, scored with one GEMM per distinct parent."""
+    nq = len(kept)
+    pieces: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(nq)]
+    owner_q = np.concatenate([np.full(len(c.nodes), q) for q, c in enumerate(kept)])
+    owner_node = np.concatenate([c.nodes for c in kept])
+    owner_lp = np.concatenate([c.log_probs for c in kept])
+    owner_sc = np.concatenate([c.scores for c in kept])
+    leaf = ends[owner_node] == starts[owner_node]
+    # A leaf above the target depth stays a candidate with its own probability.
+    for i in np.flatnonzero(leaf):
+        q = int(owner_q[i])
+        pieces[q].append((owner_node[i : i + 1], owner_lp[i : i + 1], owner_sc[i : i + 1]))
+    inner = np.flatnonzero(~leaf)
+    order = inner[np.argsort(owner_node[inner], kind="stable")]
+    nodes_sorted = owner_node[order]
+    bounds = np.flatnonzero(np.r_[True, nodes_sorted[1:] != nodes_sorted[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        members = order[a:b]
+        parent = int(owner_node[members[0]])
+        rows = slice(int(starts[parent]), int(ends[parent]))
+        qs = owner_q[members]
+        sc = _scores(emb[qs], matrix, rows)
+        lp = _log_softmax(scale * sc + bias) + owner_lp[members][:, None]
+        child_ids = np.arange(rows.start, rows.stop)
+        for j, q in enumerate(qs.tolist()):
+            pieces[q].append((child_ids, lp[j], sc[j]))
+    out = []
+    for q in range(nq):
+        if pieces[q]:
+            nodes, lps, scs = (np.concatenate(x) for x in zip(*pieces[q], strict=True))
+        else:
+            nodes, lps, scs = np.empty(0, np.int64), np.empty(0), np.empty(0, np.float32)
+        out.append(LevelCandidates(nodes, lps, scs))
+    return out
+
+
+def _leaf_levels(tree: Tree, within: int | None) -> list[tuple[int, np.ndarray | range]]:
+    """(depth, leaf ids at that depth) for every depth holding leaves (inside ``within``)."""
+    out: list[tuple[int, np.ndarray | range]] = []
+    lo_depth = 1 if within is None else int(tree.depths[within])
+    for d in range(lo_depth, tree.max_depth + 1):
+        span = tree.level(d) if within is None else tree.descendant_range(within, d)
+        if len(span) == 0:
+            continue
+        leafy = tree.is_leaf[span.start : span.stop]
+        if leafy.all():
+            out.append((d, span))
+        elif leafy.any():
+            out.append((d, span.start + np.flatnonzero(leafy)))
+    return out
+
+
+def rank_marginals(
+    loaded: LoadedLabelSet,
+    emb: np.ndarray,
+    *,
+    depth: int,
+    within: int | None = None,
+    reweight_by_parent: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probability mass of every candidate node at ``depth``: exact softmax over the leaves
+    (optionally CHiLS-reweighted), summed to ``depth``. Leaves shallower than ``depth`` are
+    candidates themselves.
+
+    Returns:
+        (candidate node ids [C], probabilities [Q, C])
+    """
+    tree = loaded.tree
+    assert tree is not None
+    matrix, scale, bias = loaded.matrix, loaded.logit_scale, loaded.logit_bias
+    nq = len(emb)
+    # Every logit is at most scale + bias (unit vectors): exp(logit - bound) never overflows,
+    # and in float64 it does not underflow for any real logit scale.
+    bound = scale + bias
+    span = tree.level(depth) if within is None else tree.descendant_range(within, depth)
+    levels = _leaf_levels(tree, within)
+    shallow = np.concatenate(
+        [np.asarray(ids) for d, ids in levels if d < depth] or [np.empty(0, np.int64)]
+    ).astype(np.int64)
+    candidates = np.concatenate([shallow, np.arange(span.start, span.stop)]).astype(np.int64)
+    mass = np.zeros((nq, len(candidates)), dtype=np.float64)
+    total = np.zeros(nq, dtype=np.float64)
+    col_of_shallow = {int(n): i for i, n in enumerate(shallow)}
+    for leaf_depth, ids in levels:
+        parent_probs = (
+            _parent_level_probs(loaded, emb, leaf_depth - 1, within)
+            if reweight_by_parent and leaf_depth > 1
+            else None
+        )
+        n_ids = len(ids)
+        for a in range(0, n_ids, BLOCK_ROWS):
+            block = ids[a : a + BLOCK_ROWS]
+            rows = slice(block.start, block.stop) if isinstance(block, range) else block
+            e = np.exp((scale * _scores(emb, matrix, rows) + bias - bound).astype(np.float64))
+            block_ids = np.arange(block.start, block.stop) if isinstance(block, range) else block
+            if parent_probs is not None:
+                pmap, pstart = parent_probs
+                e *= pmap[:, tree.parents[block_ids] - pstart]
+            total += e.sum(axis=1)
+            if leaf_depth < depth:
+                cols = np.array([col_of_shallow[int(n)] for n in block_ids])
+                mass[:, cols] += e
+                continue
+            anc = tree.ancestors[block_ids, depth - 1]
+            seg = np.flatnonzero(np.r_[True, anc[1:] != anc[:-1]])
+            sums = np.add.reduceat(e, seg, axis=1)
+            mass[:, len(shallow) + (anc[seg] - span.start)] += sums
+    probs = mass / np.maximum(total, np.finfo(np.float64).tiny)[:, None]
+    return candidates, probs
+
+
+def _parent_level_probs(
+    loaded: LoadedLabelSet, emb: np.ndarray, depth: int, within: int | None
+) -> tuple[np.ndarray, int]:
+    """Softmax over the nodes at ``depth`` (inside ``within``): (probs [Q, n], first id)."""
+    tree = loaded.tree
+    assert tree is not None
+    span = tree.level(depth) if within is None else tree.descendant_range(within, depth)
+    sc = _scores(emb, loaded.matrix, slice(span.start, span.stop))
+    lp = _log_softmax(loaded.logit_scale * sc + loaded.logit_bias)
+    return np.exp(lp), span.start
+
+
+def path_marginals(
+    tree: Tree, candidates: np.ndarray, probs: np.ndarray, node: int, within: int | None
+) -> tuple[list[int], list[float]]:
+    """The path to ``node`` with each ancestor's mass (the sum over its candidates)."""
+    path = tree.path_to(node)
+    out_probs = []
+    for anc in path:
+        d = int(tree.depths[anc])
+        if within is not None and d <= int(tree.depths[within]):
+            out_probs.append(1.0)
+            continue
+        inside = tree.ancestors[candidates, d - 1] == anc
+        out_probs.append(float(probs[inside].sum()))
+    return path, out_probs

@@ -1,0 +1,101 @@
+"""A label-set version loaded for classification: names, tree, matrix and search index.
+
+A loaded label set is immutable: hot swapping replaces the whole object, so a request that
+resolved one answers from exactly one version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from zsindex.classify.tree import Tree, bfs_order
+
+if TYPE_CHECKING:
+    from zsindex.index.types import SearchIndex
+    from zsindex.store.records import LabelColumns, ModelRecord, VersionRecord
+
+
+@dataclass(frozen=True)
+class LoadedLabelSet:
+    """Everything classification needs from one version, in storage (BFS for trees) order.
+
+    Attributes:
+        record: the version's store record (name, number, digest, model).
+        names: each row's own name.
+        tree: the tree over rows (``None`` for a flat set).
+        index: search index over all rows (``index.matrix`` rows are ``names`` rows).
+        order: original registration position of each row.
+    """
+
+    record: VersionRecord
+    names: list[str]
+    tree: Tree | None
+    index: SearchIndex
+    order: np.ndarray = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.record.labelset
+
+    @property
+    def version(self) -> int:
+        return self.record.version
+
+    @property
+    def model(self) -> ModelRecord:
+        return self.record.model
+
+    @property
+    def model_key(self) -> tuple[str, str, str]:
+        m = self.record.model
+        return (m.name, m.pretrained or "", m.weights_sha256)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.names)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """fp32 (or fp16) rows ``[N, dim]`` the index searches."""
+        return self.index.matrix  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.record.model.logit_scale)
+
+    @property
+    def logit_bias(self) -> float:
+        bias = self.record.model.logit_bias
+        return float(bias) if bias is not None else 0.0
+
+    @cached_property
+    def leaf_ids(self) -> np.ndarray | None:
+        """Row ids of the leaves (``None`` for a flat set: every row)."""
+        return None if self.tree is None else self.tree.leaves
+
+    def leaf_names(self) -> list[str]:
+        ids = self.leaf_ids
+        return list(self.names) if ids is None else [self.names[i] for i in ids]
+
+
+def arrange(
+    columns: LabelColumns, rank_names: tuple[str, ...]
+) -> tuple[np.ndarray, Tree | None]:
+    """Storage order for a version's labels: identity for flat sets, BFS order for trees.
+
+    Returns:
+        (order: original position of each row, tree in row ids or None)
+    """
+    n = len(columns)
+    if not columns.is_tree:
+        return np.arange(n, dtype=np.int64), None
+    order = bfs_order(columns.parents)
+    row_of = np.empty(n, dtype=np.int64)
+    row_of[order] = np.arange(n)
+    original_parents = columns.parents[order]
+    parents = np.where(original_parents >= 0, row_of[np.maximum(original_parents, 0)], -1)
+    return order, Tree.from_bfs_parents(parents, rank_names)

@@ -1,0 +1,218 @@
+"""``zsindex labels``: register, import, inspect, export and delete label sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from zsindex.cli.context import CliState
+from zsindex.cli.output import info, print_json, print_table
+from zsindex.results import LabelSetInfo
+
+FORMATS = ("text", "csv", "json", "yaml", "taxonomy-csv")
+
+
+@click.group()
+def labels() -> None:
+    """Register and manage label sets (class names, templates, trees)."""
+
+
+def _row(ls: LabelSetInfo) -> list[object]:
+    return [ls.name, ls.version, ls.num_labels, ls.depth, ls.model]
+
+
+@labels.command("add")
+@click.argument("name")
+@click.option("--file", "file_", type=click.Path(dir_okay=False, path_type=Path), help="Label file.")
+@click.option("--labels", "inline", help='Comma-separated labels, e.g. "dog,cat,bird".')
+@click.option("--plugin", help="A label-set plugin (see `zsindex labels plugins`).")
+@click.option("--format", "format_", type=click.Choice(FORMATS), help="Force the file format.")
+@click.option("--templates", help="Named template set (simple-7, openai-imagenet-80, photo) or a file.")
+@click.option("--model", help="Encoder model (default: ZSINDEX_MODEL).")
+@click.option("--pretrained", help="Pretrained tag, hf-hub:, local-dir: or a weights file.")
+@click.option("--node-text", type=click.Choice(["name", "path"]), default="name", show_default=True,
+              help="taxonomy-csv: embed each node by its own name or by its whole path.")
+@click.option("--allow-duplicates", is_flag=True, help="Keep duplicate labels (identified by position).")
+@click.option("--strict", is_flag=True, help="Prompts longer than the model's context are an error.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
+@click.pass_obj
+def add(
+    state: CliState,
+    name: str,
+    file_: Path | None,
+    inline: str | None,
+    plugin: str | None,
+    format_: str | None,
+    templates: str | None,
+    model: str | None,
+    pretrained: str | None,
+    node_text: str,
+    allow_duplicates: bool,
+    strict: bool,
+    as_json: bool,
+) -> None:
+    """Register label set NAME (a new version if it exists) from exactly one source."""
+    sources = [s for s in (file_, inline, plugin) if s is not None]
+    if len(sources) != 1:
+        raise click.UsageError("give exactly one of --file, --labels or --plugin")
+    backend = state.local()
+    result = backend.add_labelset(
+        name,
+        file=file_,
+        inline=inline,
+        plugin=plugin,
+        format=format_,
+        templates=templates,
+        model=model,
+        pretrained=pretrained,
+        node_text=node_text,
+        allow_duplicates=allow_duplicates,
+        strict=strict,
+        progress=True,
+    )
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        info(
+            f"registered {result.name} version {result.version}: {result.num_labels} labels, "
+            f"model {result.model}"
+        )
+
+
+@labels.command("import")
+@click.argument("name")
+@click.option("--embeddings", "embeddings_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A .npy array [N, dim] or [dim, N], float32 or float16.")
+@click.option("--names", "names_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Names: text, JSON list, CSV name,parent, or TreeOfLife JSON.")
+@click.option("--model", required=True, help="The model the embeddings come from.")
+@click.option("--pretrained", help="Its pretrained tag or weights path.")
+@click.option("--embed-internal", type=click.Choice(["mean", "text"]), default="mean",
+              show_default=True, help="Tree nodes without a row: mean of descendants, or text.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
+@click.pass_obj
+def import_(
+    state: CliState,
+    name: str,
+    embeddings_path: Path,
+    names_path: Path,
+    model: str,
+    pretrained: str | None,
+    embed_internal: str,
+    as_json: bool,
+) -> None:
+    """Register precomputed label embeddings as label set NAME."""
+    backend = state.local()
+    result = backend.import_files(
+        name,
+        embeddings_path=embeddings_path,
+        names_path=names_path,
+        model=model,
+        pretrained=pretrained,
+        embed_internal=embed_internal,
+    )
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        info(f"imported {result.name} version {result.version}: {result.num_labels} labels")
+
+
+@labels.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def list_(state: CliState, as_json: bool) -> None:
+    """List label sets with their current version."""
+    sets = state.client().labelsets()
+    if as_json:
+        print_json([s.to_dict(detail=False) for s in sets])
+    elif sets:
+        print_table(["name", "version", "labels", "depth", "model"], [_row(s) for s in sets])
+    else:
+        info("no label sets yet: add one with `zsindex labels add NAME --labels \"a,b\"`")
+
+
+@labels.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def show(state: CliState, name: str, as_json: bool) -> None:
+    """Show a label set's current version: model, templates, counts, depth, digest."""
+    ls = state.client().labelset(name)
+    if as_json:
+        print_json(ls.to_dict())
+        return
+    for key, value in ls.to_dict().items():
+        if key == "templates":
+            click.echo(f"templates: {len(value)}")
+            for t in value:
+                click.echo(f"  {t}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@labels.command("history")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def history(state: CliState, name: str, as_json: bool) -> None:
+    """List every version of a label set, oldest first."""
+    versions = state.client().history(name)
+    if as_json:
+        print_json([v.to_dict() for v in versions])
+    else:
+        print_table(
+            ["version", "labels", "model", "created", "current", "digest"],
+            [
+                [v.version, v.num_labels, v.model, v.created_at, "*" if v.current else "",
+                 v.digest[:12]]
+                for v in versions
+            ],
+        )
+
+
+@labels.command("rm")
+@click.argument("name")
+@click.pass_obj
+def rm(state: CliState, name: str) -> None:
+    """Delete a label set and all its versions."""
+    state.client().delete_labelset(name)
+    info(f"deleted {name}")
+
+
+@labels.command("export")
+@click.argument("name")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def export(state: CliState, name: str, directory: Path) -> None:
+    """Write DIRECTORY/embeddings.npy and DIRECTORY/names.json (readable by `labels import`)."""
+    import numpy as np
+
+    names, matrix = state.client().embeddings(name)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / "embeddings.npy", matrix)
+    (directory / "names.json").write_text(json.dumps(names, ensure_ascii=False), encoding="utf-8")
+    info(f"exported {len(names)} labels of {name} to {directory}")
+
+
+@labels.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def plugins(state: CliState, as_json: bool) -> None:
+    """List installed label-set plugins (entry points in `zsindex.labelsets`)."""
+    from zsindex.labels.plugins import list_plugins
+
+    found = list_plugins(state.settings.plugins)
+    rows = [
+        {"name": p.name, "distribution": p.distribution, "version": p.version,
+         "allowed": p.allowed}
+        for p in found
+    ]
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(["name", "distribution", "version", "allowed"],
+                    [[r["name"], r["distribution"], r["version"], r["allowed"]] for r in rows])

@@ -1,0 +1,45 @@
+"""``zsindex serve``: run the HTTP service (FastAPI under uvicorn) on the configured store."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from zsindex.cli.context import CliState
+from zsindex.cli.output import info
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="TCP port to bind.",
+)
+@click.pass_obj
+def serve(state: CliState, host: str, port: int) -> None:
+    """Serve the HTTP API (/v1/classify, /v1/labelsets, /healthz, /readyz, /metrics, /).
+
+    Writes need 'Authorization: Bearer <key>' with a key from ZSINDEX_API_KEYS (with none set,
+    writes are refused). Limits: ZSINDEX_MAX_BODY_BYTES, ZSINDEX_MAX_IMAGES_PER_REQUEST,
+    ZSINDEX_MAX_IMAGE_PIXELS, ZSINDEX_MAX_CONCURRENCY, ZSINDEX_REQUEST_TIMEOUT_S; micro-batching:
+    ZSINDEX_BATCHING (1); new versions are picked up every ZSINDEX_REFRESH_INTERVAL_S (2) seconds.
+    """
+    # The service is imported only when this command runs (the CLI stays light).
+    from zsindex.service.app import create_app
+    from zsindex.service.server import serve as run_server
+
+    settings = state.settings
+    app = create_app(settings)
+    if not settings.api_keys:
+        info("note: ZSINDEX_API_KEYS is not set, so every write (POST/DELETE) will be refused")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        info(f"warning: listening on {host}: the API is reachable from other machines")
+    info(f"serving on http://{host}:{port} (Ctrl-C to stop)")
+    level = "debug" if state.debug else "warning"
+    if state.debug:
+        logging.getLogger("zsindex").setLevel(logging.DEBUG)
+    run_server(app, host, port, log_level=level)

@@ -1,0 +1,429 @@
+"""The in-process backend of :class:`zsindex.Client`: store, encoders and loaded label sets.
+
+One ``LocalBackend`` serves the CLI, ``Client.local()`` and the HTTP service. Loaded label sets
+are cached and swapped atomically when a new version becomes current (:meth:`refresh`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from zsindex.config import Settings
+from zsindex.errors import ImageError, InvalidInputError, ZsindexError
+from zsindex.results import ClassificationResult, LabelSetInfo
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from zsindex.classify.loaded import LoadedLabelSet
+    from zsindex.encoders import Encoder
+    from zsindex.labels.spec import LabelSetSpec
+    from zsindex.store.repository import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATE_SET = "simple-7"
+DECODE_THREADS = 2
+
+
+class LocalBackend:
+    """zsindex in this process.
+
+    Args:
+        settings: where the store is, which model and device to use by default.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: Store | None = None
+        self._encoders: dict[tuple[str, str | None], Encoder] = {}
+        self._loaded: dict[str, LoadedLabelSet] = {}
+        self._lock = threading.RLock()
+        self._load_locks: dict[str, threading.Lock] = {}
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        with self._lock:
+            if self._store is None:
+                from zsindex.store.repository import Store
+
+                self._store = Store(self.settings.resolved_database_url)
+            return self._store
+
+    def encoder(self, model: str, pretrained: str | None) -> Encoder:
+        """The (lazily loading) encoder for a model, shared within this process."""
+        key = (model, pretrained)
+        with self._lock:
+            enc = self._encoders.get(key)
+            if enc is None:
+                from zsindex.encoders import load_encoder
+
+                enc = load_encoder(model, pretrained, self.settings.device)
+                self._encoders[key] = enc
+            return enc
+
+    def _model_choice(self, model: str | None, pretrained: str | None) -> tuple[str, str | None]:
+        if model is None:
+            model = self.settings.model
+            if pretrained is None:
+                pretrained = self.settings.pretrained
+        return model, pretrained
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            self._loaded.clear()
+
+    # -- label sets -----------------------------------------------------------------------
+
+    def build_spec(
+        self,
+        *,
+        labels: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+        parents: Mapping[str, str] | None = None,
+        plugin: str | None = None,
+        content: str | None = None,
+        format: str | None = None,
+        file: str | Path | None = None,
+        inline: str | None = None,
+        node_text: str = "name",
+        allow_duplicates: bool = False,
+    ) -> LabelSetSpec:
+        """Parse and validate exactly one label source (nothing is written)."""
+        given = [x for x in (labels, plugin, content, file, inline) if x is not None]
+        if len(given) != 1:
+            raise InvalidInputError(
+                "give exactly one label source: labels, plugin, content (with format) or a file"
+            )
+        if plugin is not None:
+            from zsindex.labels.plugins import load_plugin
+
+            return load_plugin(plugin, self.settings.plugins)
+        if file is not None:
+            from zsindex.labels.formats import parse_labels_file
+
+            return parse_labels_file(
+                file, format, allow_duplicates=allow_duplicates, node_text=node_text  # type: ignore[arg-type]
+            )
+        if inline is not None:
+            from zsindex.labels.formats import parse_inline
+
+            return parse_inline(inline, allow_duplicates=allow_duplicates)
+        if content is not None:
+            if format is None:
+                raise InvalidInputError("content needs a format (text, csv, json, yaml, taxonomy-csv)")
+            from zsindex.labels.formats import parse_labels_text
+
+            return parse_labels_text(
+                content, format, "content", allow_duplicates=allow_duplicates,
+                node_text=node_text,  # type: ignore[arg-type]
+            )
+        from zsindex.labels.build import build_labelset
+
+        if isinstance(labels, Mapping):
+            return build_labelset(
+                list(labels), prompts=labels, parents=parents, allow_duplicates=allow_duplicates
+            )
+        return build_labelset(labels, parents=parents, allow_duplicates=allow_duplicates)
+
+    def add_labelset(
+        self,
+        name: str,
+        *,
+        templates: Sequence[str] | str | None = None,
+        model: str | None = None,
+        pretrained: str | None = None,
+        strict: bool = False,
+        progress: bool = False,
+        **source: Any,
+    ) -> LabelSetInfo:
+        """Register ``name`` from one source (see :meth:`build_spec`); a new version if it
+        exists and its content changed, else the current version unchanged."""
+        from zsindex.catalog.convert import version_info
+        from zsindex.catalog.registration import register_spec
+        from zsindex.labels.validate import validate_labelset_name
+
+        validate_labelset_name(name)
+        spec = self.build_spec(**source)
+        chosen = self._resolve_templates(templates, spec)
+        model, pretrained = self._model_choice(model, pretrained)
+        encoder = self.encoder(model, pretrained)
+        with _progress_bar(progress, len(spec)) as bar:
+            record = register_spec(
+                self.store, name, spec, encoder, templates=chosen, strict=strict, progress=bar
+            )
+        self._forget(name)
+        return version_info(record)
+
+    def _resolve_templates(
+        self, templates: Sequence[str] | str | None, spec: LabelSetSpec
+    ) -> tuple[str, ...]:
+        from zsindex.labels.templates import resolve_templates, template_set, validate_templates
+
+        if templates is None:
+            return spec.templates or template_set(DEFAULT_TEMPLATE_SET)
+        if isinstance(templates, str):
+            return resolve_templates(templates)
+        return validate_templates(list(templates))
+
+    def import_labelset(
+        self,
+        name: str,
+        *,
+        embeddings: np.ndarray,
+        names: Sequence[str],
+        parents: Sequence[str | None] | None = None,
+        model: str | None = None,
+        pretrained: str | None = None,
+    ) -> LabelSetInfo:
+        """Register precomputed embeddings: one row per name (``parents`` make a tree)."""
+        from zsindex.catalog.convert import version_info
+        from zsindex.catalog.importing import import_rows
+        from zsindex.labels.build import build_labelset
+
+        model, pretrained = self._model_choice(model, pretrained)
+        if parents is not None:
+            spec = build_labelset(
+                list(names),
+                parents={n: p for n, p in zip(names, parents, strict=True) if p},
+                allow_duplicates=False,
+            )
+        else:
+            spec = build_labelset(list(names), allow_duplicates=True)
+        rows = list(range(len(names)))
+        record = import_rows(
+            self.store, name, spec, rows, embeddings, self.encoder(model, pretrained), "embeddings"
+        )
+        self._forget(name)
+        return version_info(record)
+
+    def import_files(
+        self,
+        name: str,
+        *,
+        embeddings_path: Path,
+        names_path: Path,
+        model: str,
+        pretrained: str | None = None,
+        embed_internal: str = "mean",
+    ) -> LabelSetInfo:
+        """``labels import``: a ``.npy`` matrix and a names file (text, JSON, CSV, TreeOfLife)."""
+        from zsindex.catalog.convert import version_info
+        from zsindex.catalog.importing import import_rows, read_npy
+        from zsindex.labels.names import parse_names_file
+        from zsindex.labels.validate import validate_labelset_name
+
+        validate_labelset_name(name)
+        parsed = parse_names_file(names_path, allow_duplicates=True)
+        matrix = read_npy(embeddings_path)
+        record = import_rows(
+            self.store, name, parsed.spec, list(parsed.row_nodes), matrix,
+            self.encoder(model, pretrained), str(embeddings_path), embed_internal=embed_internal,
+        )
+        self._forget(name)
+        return version_info(record)
+
+    def labelsets(self) -> list[LabelSetInfo]:
+        from zsindex.catalog.convert import version_info
+
+        return [version_info(v) for v in self.store.list_current()]
+
+    def labelset(self, name: str) -> LabelSetInfo:
+        from zsindex.catalog.convert import version_info
+
+        return version_info(self.store.current(name))
+
+    def history(self, name: str) -> list[LabelSetInfo]:
+        from zsindex.catalog.convert import version_info
+
+        return [version_info(v) for v in self.store.history(name)]
+
+    def delete_labelset(self, name: str) -> None:
+        self.store.delete_labelset(name)
+        self._forget(name)
+
+    def embeddings(self, name: str) -> tuple[list[Any], np.ndarray]:
+        """Names (or ``{"name", "parent"}`` for trees) and float32 rows in registration order."""
+        record = self.store.current(name)
+        columns = self.store.load_labels(record.version_id)
+        matrix = self.store.load_embeddings(record.version_id).astype(np.float32)
+        if not columns.is_tree:
+            return list(columns.names), matrix
+        names: list[Any] = [
+            {"name": n, "parent": columns.names[p] if p >= 0 else None}
+            for n, p in zip(columns.names, columns.parents.tolist(), strict=True)
+        ]
+        return names, matrix
+
+    # -- loading and hot swap ------------------------------------------------------------------
+
+    def resolve(self, labelset: str) -> LoadedLabelSet:
+        """The loaded current version of ``labelset`` (loaded on first use, then cached)."""
+        with self._lock:
+            loaded = self._loaded.get(labelset)
+            if loaded is not None:
+                return loaded
+            lock = self._load_locks.setdefault(labelset, threading.Lock())
+        with lock:  # one loader per label set; others wait for its result
+            with self._lock:
+                loaded = self._loaded.get(labelset)
+            if loaded is not None:
+                return loaded
+            from zsindex.catalog.loading import load_current
+
+            loaded = load_current(self.store, labelset, self.settings)
+            with self._lock:
+                self._loaded[labelset] = loaded
+            return loaded
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            self._loaded.pop(name, None)
+
+    def refresh(self) -> None:
+        """Drop loaded label sets whose current version changed in the store (hot swap)."""
+        current = self.store.current_version_ids()
+        with self._lock:
+            for name, loaded in list(self._loaded.items()):
+                if current.get(name) != loaded.record.version_id:
+                    del self._loaded[name]
+
+    def ready(self) -> dict[str, Any]:
+        """Store reachable and which label sets are loaded."""
+        ids = self.store.current_version_ids()
+        with self._lock:
+            loaded = {n: ls.version for n, ls in self._loaded.items()}
+        return {"store": "ok", "labelsets": len(ids), "loaded": loaded}
+
+    # -- images and classification -------------------------------------------------------------
+
+    def check_image(self, source: str | Path | bytes, name: str) -> None:
+        """Validate format (magic bytes) and pixel count without decoding."""
+        from zsindex.encoders.images import check_image
+
+        check_image(source, name_for_errors=name)
+
+    def load_image(self, source: Any, name: str) -> Image.Image:
+        """Decode one image to RGB (EXIF applied, alpha on white) with the safety checks."""
+        from zsindex.encoders.images import load_image
+
+        return load_image(source, name_for_errors=name)
+
+    def encode_images(self, loaded: LoadedLabelSet, images: list[Image.Image]) -> np.ndarray:
+        """L2-normalised image embeddings with the label set's own model."""
+        model = loaded.record.model
+        return self.encoder(model.name, model.pretrained).encode_images(images)
+
+    def classify_embeddings(
+        self,
+        loaded: LoadedLabelSet,
+        embeddings: np.ndarray,
+        image_names: list[str],
+        **opts: Any,
+    ) -> list[ClassificationResult]:
+        from zsindex.classify.engine import ClassifyOptions, check_embeddings, classify_embeddings
+
+        emb = check_embeddings(embeddings, loaded.record.dim)
+        return classify_embeddings(loaded, emb, image_names, ClassifyOptions(**opts))
+
+    def classify(
+        self,
+        *,
+        labelset: str,
+        images: Sequence[Any] | None = None,
+        embeddings: np.ndarray | None = None,
+        image_names: Sequence[str] | None = None,
+        **opts: Any,
+    ) -> list[ClassificationResult]:
+        """Classify images (paths, bytes, PIL) or precomputed embeddings."""
+        from zsindex.classify.engine import ClassifyOptions
+
+        ClassifyOptions(**opts).check()  # bad options fail before any decoding or loading
+        loaded = self.resolve(labelset)
+        if embeddings is not None:
+            count = len(np.atleast_2d(np.asarray(embeddings)))
+            names = list(image_names) if image_names else [str(i) for i in range(count)]
+            return self.classify_embeddings(loaded, embeddings, names, **opts)
+        assert images is not None
+        names = list(image_names) if image_names else [_image_name(x, i) for i, x in enumerate(images)]
+        decoded = [self.load_image(img, name) for img, name in zip(images, names, strict=True)]
+        emb = self.encode_images(loaded, decoded)
+        return self.classify_embeddings(loaded, emb, names, **opts)
+
+    def classify_files(
+        self, items: Sequence[tuple[str, Path]], *, labelset: str, **opts: Any
+    ) -> list[ClassificationResult]:
+        """Classify files in order; a file that fails becomes a result with ``error`` set."""
+        loaded = self.resolve(labelset)
+        with ThreadPoolExecutor(DECODE_THREADS) as pool:
+            decoded = list(pool.map(lambda it: _try_load(self, it[1], it[0]), items))
+        ok = [i for i, d in enumerate(decoded) if not isinstance(d, ZsindexError)]
+        results: list[ClassificationResult | None] = [None] * len(items)
+        if ok:
+            emb = self.encode_images(loaded, [decoded[i] for i in ok])  # type: ignore[misc]
+            answers = self.classify_embeddings(loaded, emb, [items[i][0] for i in ok], **opts)
+            for i, answer in zip(ok, answers, strict=True):
+                results[i] = answer
+        for i, d in enumerate(decoded):
+            if isinstance(d, ZsindexError):
+                results[i] = ClassificationResult(
+                    image=items[i][0], labelset=loaded.name, version=loaded.version,
+                    predictions=[], error=d.message,
+                )
+        return [r for r in results if r is not None]
+
+
+def _try_load(backend: LocalBackend, path: Path, name: str) -> Image.Image | ZsindexError:
+    try:
+        return backend.load_image(path, name)
+    except ImageError as exc:
+        return exc
+
+
+def _image_name(source: Any, index: int) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return str(index)
+
+
+class _progress_bar:
+    """A click progress bar on stderr while embedding (only when asked and on a terminal)."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled = enabled
+        self.total = total
+        self._bar: Any = None
+
+    def __enter__(self) -> Any:
+        import sys
+
+        if not self.enabled or not sys.stderr.isatty():
+            return None
+        import click
+
+        self._bar = click.progressbar(length=self.total, label="embedding", file=sys.stderr)
+        self._bar.__enter__()
+        last = [0]
+
+        def update(done: int, total: int) -> None:
+            if total != self._bar.length:
+                self._bar.length = total
+            self._bar.update(done - last[0])
+            last[0] = done
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
