@@ -82,3 +82,43 @@ def zs_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("ZSINDEX_HOME", str(home))
     return home
+
+
+RANDOM_MODEL_CFG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random-weight open_clip CLIP saved in open_clip's local-dir layout."""
+    import json
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("random-clip")
+    torch.manual_seed(0)
+    model = open_clip.model.CLIP(**RANDOM_MODEL_CFG)
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(folder / "open_clip_model.safetensors"),
+    )
+    (folder / "open_clip_config.json").write_text(
+        json.dumps(
+            {
+                "model_cfg": RANDOM_MODEL_CFG,
+                "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+            }
+        )
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def random_model(random_model_dir: Path) -> str:
+    """The ``--model`` value of :func:`random_model_dir`."""
+    return f"local-dir:{random_model_dir}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,7 +145,7 @@ class LocalBackend:
         model: str | None = None,
         pretrained: str | None = None,
         strict: bool = False,
-        progress: bool = False,
+        progress: Callable[[int, int], None] | None = None,
         **source: Any,
     ) -> LabelSetInfo:
         """Register ``name`` from one source (see :meth:`build_spec`); a new version if it
@@ -159,10 +159,9 @@ class LocalBackend:
         chosen = self._resolve_templates(templates, spec)
         model, pretrained = self._model_choice(model, pretrained)
         encoder = self.encoder(model, pretrained)
-        with _progress_bar(progress, len(spec)) as bar:
-            record = register_spec(
-                self.store, name, spec, encoder, templates=chosen, strict=strict, progress=bar
-            )
+        record = register_spec(
+            self.store, name, spec, encoder, templates=chosen, strict=strict, progress=progress
+        )
         self._forget(name)
         return version_info(record)
 
@@ -395,35 +394,3 @@ def _image_name(source: Any, index: int) -> str:
     if isinstance(source, (str, Path)):
         return str(source)
     return str(index)
-
-
-class _progress_bar:
-    """A click progress bar on stderr while embedding (only when asked and on a terminal)."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled = enabled
-        self.total = total
-        self._bar: Any = None
-
-    def __enter__(self) -> Any:
-        import sys
-
-        if not self.enabled or not sys.stderr.isatty():
-            return None
-        import click
-
-        self._bar = click.progressbar(length=self.total, label="embedding", file=sys.stderr)
-        self._bar.__enter__()
-        last = [0]
-
-        def update(done: int, total: int) -> None:
-            if total != self._bar.length:
-                self._bar.length = total
-            self._bar.update(done - last[0])
-            last[0] = done
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from zsindex.encoders import Encoder
 
 INTERNAL_TEMPLATES = ("a photo of a {}.",)
+IMPORT_BLOCK = 65_536
 
 
 def read_npy(path: Path) -> np.ndarray:
@@ -69,15 +70,16 @@ def import_rows(
         raise InvalidInputError(f"embed_internal must be 'mean' or 'text', got {embed_internal!r}")
     info = encoder.info
     rows = orient(matrix, len(row_nodes), info.dim, source)
-    rows = normalise_rows(rows, source)
     n = len(spec)
     columns = spec_to_columns(spec)
     full = np.zeros((n, info.dim), dtype=np.float32)
     has_row = np.zeros(n, dtype=bool)
     node_ids = np.asarray(row_nodes, dtype=np.int64)
-    full[node_ids] = rows
+    # Copy and normalise block by block: the input may be a huge read-only memory map.
+    for a in range(0, len(node_ids), IMPORT_BLOCK):
+        block = normalise_rows(rows[a : a + IMPORT_BLOCK], source, offset=a)
+        full[node_ids[a : a + IMPORT_BLOCK]] = block
     has_row[node_ids] = True
-    del rows
     if not has_row.all():
         if not columns.is_tree:
             raise InvalidInputError(f"{source}: {int((~has_row).sum())} labels have no row")

@@ -110,15 +110,18 @@ def _fingerprint(model: ModelSpec) -> str:
     return model_fingerprint(model.name, model.pretrained, model.weights_sha256)
 
 
-def normalise_rows(matrix: np.ndarray, source: str) -> np.ndarray:
-    """float32 copy with unit rows; rejects non-finite values and zero rows."""
-    out = np.asarray(matrix, dtype=np.float32)
+def normalise_rows(matrix: np.ndarray, source: str, *, offset: int = 0) -> np.ndarray:
+    """float32 copy with unit rows; rejects non-finite values and zero rows (row numbers in
+    messages count from ``offset``)."""
+    # A copy: the input may be a read-only memory map of the user's file.
+    out = np.array(matrix, dtype=np.float32, copy=True)
     if not np.isfinite(out).all():
-        bad = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+        bad = offset + int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
         raise InvalidInputError(f"{source}: row {bad} has non-finite values (NaN or inf)")
     norms = np.linalg.norm(out, axis=1)
     if (norms == 0).any():
-        raise InvalidInputError(f"{source}: row {int(np.flatnonzero(norms == 0)[0])} is all zeros")
+        bad = offset + int(np.flatnonzero(norms == 0)[0])
+        raise InvalidInputError(f"{source}: row {bad} is all zeros")
     out /= norms[:, None]
     return out
 

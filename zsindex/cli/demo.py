@@ -39,7 +39,7 @@ def demo(state: CliState) -> None:
     settings = state.settings
     backend = state.local()
     for name in DEMO_SETS:
-        result = backend.add_labelset(name, plugin=name, model="zsindex-tiny", progress=False)
+        result = backend.add_labelset(name, plugin=name, model="zsindex-tiny")
         info(f"label set {name}: version {result.version}, {result.num_labels} labels")
     folder = settings.home / "demo-images"
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from zsindex.cli.context import CliState
-from zsindex.cli.output import info, print_json, print_table
+from zsindex.cli.output import EmbeddingProgress, info, print_json, print_table
 from zsindex.results import LabelSetInfo
 
 FORMATS = ("text", "csv", "json", "yaml", "taxonomy-csv")
@@ -58,7 +58,9 @@ def add(
     if len(sources) != 1:
         raise click.UsageError("give exactly one of --file, --labels or --plugin")
     backend = state.local()
-    result = backend.add_labelset(
+    bar = EmbeddingProgress()
+    try:
+        result = backend.add_labelset(
         name,
         file=file_,
         inline=inline,
@@ -69,9 +71,11 @@ def add(
         pretrained=pretrained,
         node_text=node_text,
         allow_duplicates=allow_duplicates,
-        strict=strict,
-        progress=True,
-    )
+            strict=strict,
+            progress=bar,
+        )
+    finally:
+        bar.close()
     if as_json:
         print_json(result.to_dict())
     else:

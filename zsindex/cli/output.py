@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,3 +34,26 @@ def _fmt(value: Any) -> str:
 
 def info(message: str) -> None:
     click.echo(message, err=True)
+
+
+class EmbeddingProgress:
+    """A progress bar on stderr fed by ``(done, total)`` callbacks; silent off a terminal."""
+
+    def __init__(self, label: str = "embedding") -> None:
+        self.label = label
+        self._bar: Any = None
+        self._done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self._bar is None:
+            self._bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self._bar.__enter__()
+        self._bar.update(done - self._done)
+        self._done = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
