@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -182,24 +183,17 @@ class LocalBackend:
         *,
         embeddings: np.ndarray,
         names: Sequence[str],
-        parents: Sequence[str | None] | None = None,
+        parents: Sequence[str | int | None] | None = None,
         model: str | None = None,
         pretrained: str | None = None,
     ) -> LabelSetInfo:
-        """Register precomputed embeddings: one row per name (``parents`` make a tree)."""
+        """Register precomputed embeddings: one row per name. ``parents`` make a tree: per row
+        the parent's name, its row index (needed when names repeat), or ``None`` for a root."""
         from zsindex.catalog.convert import version_info
         from zsindex.catalog.importing import import_rows
-        from zsindex.labels.build import build_labelset
 
         model, pretrained = self._model_choice(model, pretrained)
-        if parents is not None:
-            spec = build_labelset(
-                list(names),
-                parents={n: p for n, p in zip(names, parents, strict=True) if p},
-                allow_duplicates=False,
-            )
-        else:
-            spec = build_labelset(list(names), allow_duplicates=True)
+        spec = _names_spec(list(names), parents)
         rows = list(range(len(names)))
         record = import_rows(
             self.store, name, spec, rows, embeddings, self.encoder(model, pretrained), "embeddings"
@@ -259,8 +253,13 @@ class LocalBackend:
         matrix = self.store.load_embeddings(record.version_id).astype(np.float32)
         if not columns.is_tree:
             return list(columns.names), matrix
+        counts = Counter(columns.names)
+        # A parent is named, or given by row index where its name is not unique.
         names: list[Any] = [
-            {"name": n, "parent": columns.names[p] if p >= 0 else None}
+            {
+                "name": n,
+                "parent": None if p < 0 else columns.names[p] if counts[columns.names[p]] == 1 else p,
+            }
             for n, p in zip(columns.names, columns.parents.tolist(), strict=True)
         ]
         return names, matrix
@@ -381,6 +380,22 @@ class LocalBackend:
                     predictions=[], error=d.message,
                 )
         return [r for r in results if r is not None]
+
+
+def _names_spec(names: list[str], parents: Sequence[str | int | None] | None) -> LabelSetSpec:
+    """A validated spec for imported rows (names may repeat; they are identified by row)."""
+    from zsindex.labels.build import build_labelset, spec_from_nodes
+    from zsindex.labels.names import resolve_parent_refs
+    from zsindex.labels.spec import LabelNode
+    from zsindex.labels.validate import validate_spec
+
+    if parents is None:
+        return build_labelset(names, allow_duplicates=True)
+    if len(parents) != len(names):
+        raise InvalidInputError(f"parents has {len(parents)} entries for {len(names)} names")
+    refs = resolve_parent_refs(names, list(parents), lambda i: f"parents[{i}]", "parents")
+    nodes = [LabelNode(n, parent=r) for n, r in zip(names, refs, strict=True)]
+    return validate_spec(spec_from_nodes(nodes, source="import", allow_duplicates=True))
 
 
 def _try_load(backend: LocalBackend, path: Path, name: str) -> Image.Image | ZsindexError:

@@ -142,7 +142,11 @@ def _expand(
     inner = np.flatnonzero(~leaf)
     order = inner[np.argsort(owner_node[inner], kind="stable")]
     nodes_sorted = owner_node[order]
-    bounds = np.flatnonzero(np.r_[True, nodes_sorted[1:] != nodes_sorted[:-1], True])
+    bounds = (
+        np.flatnonzero(np.r_[True, nodes_sorted[1:] != nodes_sorted[:-1], True])
+        if len(order)
+        else np.zeros(1, dtype=np.int64)
+    )
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         members = order[a:b]
         parent = int(owner_node[members[0]])
