@@ -4,7 +4,8 @@ All three work on the BFS-ordered matrix of a :class:`~zsindex.classify.loaded.L
 (children are contiguous rows), so per-level searches are slices, not gathers.
 
 - ``beam``: softmax among siblings at each level; a path's probability is the product of its
-  conditional probabilities; the best ``beam`` nodes per level are expanded.
+  conditional probabilities; the ``beam`` most probable nodes per level are expanded, and the
+  final level's candidates are ranked by their own score (so a wide beam equals flat search).
 - ``marginal``: the exact softmax over all leaves, summed up the tree to the requested rank.
 - ``chils``: each leaf's softmax probability times its parent's probability among the parent's
   level (CHiLS, ICML 2023), renormalised and summed up to the requested rank.
@@ -15,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from zsindex.classify.loaded import LoadedLabelSet
 from zsindex.classify.tree import Tree
+from zsindex.index.kernels import thread_pool
 
 BLOCK_ROWS = 32_768
 
@@ -38,6 +41,31 @@ class TreeAnswer:
     final: LevelCandidates
     path_nodes: list[int]
     path_probs: list[float]
+
+
+@dataclass
+class _Level:
+    """Candidates of every query at one level as flat arrays, grouped by query."""
+
+    q: np.ndarray
+    nodes: np.ndarray
+    log_probs: np.ndarray
+    scores: np.ndarray
+
+    def ranked(self, nq: int, *, by_score: bool, limit: int | None) -> _Level:
+        """Sorted per query (best first), at most ``limit`` per query."""
+        key = self.scores if by_score else self.log_probs
+        order = np.lexsort((self.nodes, -key, self.q))
+        q = self.q[order]
+        if limit is not None:
+            starts = np.searchsorted(q, np.arange(nq))
+            rank = np.arange(len(q)) - starts[q]
+            order = order[rank < limit]
+        return _Level(self.q[order], self.nodes[order], self.log_probs[order], self.scores[order])
+
+    def of(self, q: int) -> LevelCandidates:
+        a, b = np.searchsorted(self.q, [q, q + 1])
+        return LevelCandidates(self.nodes[a:b], self.log_probs[a:b], self.scores[a:b])
 
 
 def _scores(emb: np.ndarray, matrix: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
@@ -76,46 +104,44 @@ def beam_search(
     starts, ends = tree.child_ranges
     nq = len(emb)
     if within is None:
-        first = tree.level(1)
-        first_depth = 1
+        first, first_depth = tree.level(1), 1
     else:
         first = range(int(starts[within]), int(ends[within]))
         first_depth = int(tree.depths[within]) + 1
-    # Level 1 (or the within-node's children): one dense block for every query.
+    # The first level: one dense block for every query.
     sc = _scores(emb, matrix, slice(first.start, first.stop))
     lp = _log_softmax(scale * sc + bias)
-    cand = [
-        LevelCandidates(np.arange(first.start, first.stop), lp[q], sc[q]) for q in range(nq)
-    ]
-    history: list[list[LevelCandidates]] = []
+    width = len(first)
+    level = _Level(
+        np.repeat(np.arange(nq), width),
+        np.tile(np.arange(first.start, first.stop), nq),
+        lp.ravel(),
+        sc.ravel(),
+    )
+    history: list[_Level] = []
     for level_depth in range(first_depth, depth + 1):
-        cand = [_sorted(c) for c in cand]
-        history.append(cand)
-        if level_depth == depth:
+        last = level_depth == depth
+        # Prune by path probability; rank the final level by each node's own score, so that a
+        # wide enough beam returns exactly what flat search over that level would.
+        level = level.ranked(nq, by_score=last, limit=None if last else beam)
+        history.append(level)
+        if last:
             break
-        kept = [
-            LevelCandidates(c.nodes[:beam], c.log_probs[:beam], c.scores[:beam]) for c in cand
-        ]
-        cand = _expand(emb, matrix, scale, bias, starts, ends, kept)
+        level = _expand(emb, matrix, scale, bias, starts, ends, level)
     prefix_nodes, prefix_probs = _prefix(tree, within)
+    final = history[-1]
     answers = []
     for q in range(nq):
-        final = history[-1][q]
+        mine = final.of(q)
         path_nodes, path_probs = list(prefix_nodes), list(prefix_probs)
-        if len(final.nodes):
-            best = int(final.nodes[0])
-            for node in tree.path_to(best)[len(prefix_nodes) :]:
-                level = history[int(tree.depths[node]) - first_depth][q]
-                where = np.flatnonzero(level.nodes == node)
+        if len(mine.nodes):
+            for node in tree.path_to(int(mine.nodes[0]))[len(prefix_nodes) :]:
+                lvl = history[int(tree.depths[node]) - first_depth].of(q)
+                where = np.flatnonzero(lvl.nodes == node)
                 path_nodes.append(node)
-                path_probs.append(float(np.exp(level.log_probs[where[0]])) if len(where) else 0.0)
-        answers.append(TreeAnswer(final, path_nodes, path_probs))
+                path_probs.append(float(np.exp(lvl.log_probs[where[0]])) if len(where) else 0.0)
+        answers.append(TreeAnswer(mine, path_nodes, path_probs))
     return answers
-
-
-def _sorted(c: LevelCandidates) -> LevelCandidates:
-    order = np.lexsort((c.nodes, -c.log_probs))
-    return LevelCandidates(c.nodes[order], c.log_probs[order], c.scores[order])
 
 
 def _expand(
@@ -125,46 +151,32 @@ def _expand(
     bias: float,
     starts: np.ndarray,
     ends: np.ndarray,
-    kept: list[LevelCandidates],
-) -> list[LevelCandidates]:
+    kept: _Level,
+) -> _Level:
     """Children of every kept node, scored with one GEMM per distinct parent."""
-    nq = len(kept)
-    pieces: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(nq)]
-    owner_q = np.concatenate([np.full(len(c.nodes), q) for q, c in enumerate(kept)])
-    owner_node = np.concatenate([c.nodes for c in kept])
-    owner_lp = np.concatenate([c.log_probs for c in kept])
-    owner_sc = np.concatenate([c.scores for c in kept])
-    leaf = ends[owner_node] == starts[owner_node]
+    is_leaf = ends[kept.nodes] == starts[kept.nodes]
     # A leaf above the target depth stays a candidate with its own probability.
-    for i in np.flatnonzero(leaf):
-        q = int(owner_q[i])
-        pieces[q].append((owner_node[i : i + 1], owner_lp[i : i + 1], owner_sc[i : i + 1]))
-    inner = np.flatnonzero(~leaf)
-    order = inner[np.argsort(owner_node[inner], kind="stable")]
-    nodes_sorted = owner_node[order]
-    bounds = (
-        np.flatnonzero(np.r_[True, nodes_sorted[1:] != nodes_sorted[:-1], True])
-        if len(order)
-        else np.zeros(1, dtype=np.int64)
-    )
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        members = order[a:b]
-        parent = int(owner_node[members[0]])
-        rows = slice(int(starts[parent]), int(ends[parent]))
-        qs = owner_q[members]
-        sc = _scores(emb[qs], matrix, rows)
-        lp = _log_softmax(scale * sc + bias) + owner_lp[members][:, None]
-        child_ids = np.arange(rows.start, rows.stop)
-        for j, q in enumerate(qs.tolist()):
-            pieces[q].append((child_ids, lp[j], sc[j]))
-    out = []
-    for q in range(nq):
-        if pieces[q]:
-            nodes, lps, scs = (np.concatenate(x) for x in zip(*pieces[q], strict=True))
-        else:
-            nodes, lps, scs = np.empty(0, np.int64), np.empty(0), np.empty(0, np.float32)
-        out.append(LevelCandidates(nodes, lps, scs))
-    return out
+    parts = [(kept.q[is_leaf], kept.nodes[is_leaf], kept.log_probs[is_leaf], kept.scores[is_leaf])]
+    inner = np.flatnonzero(~is_leaf)
+    order = inner[np.argsort(kept.nodes[inner], kind="stable")]
+    parents = kept.nodes[order]
+    bounds = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1], True]) if len(order) else []
+    groups = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
+
+    def score(members: np.ndarray) -> tuple[np.ndarray, ...]:
+        parent = int(kept.nodes[members[0]])
+        lo, hi = int(starts[parent]), int(ends[parent])
+        qs = kept.q[members]
+        sc = _scores(emb[qs], matrix, slice(lo, hi))
+        lp = _log_softmax(scale * sc + bias) + kept.log_probs[members][:, None]
+        return np.repeat(qs, hi - lo), np.tile(np.arange(lo, hi), len(qs)), lp.ravel(), sc.ravel()
+
+    # Many small GEMMs: one BLAS thread each, spread over the worker pool (multi-threaded BLAS
+    # on tiny products mostly synchronises, and collapses when the cores are busy).
+    with threadpool_limits(1, user_api="blas"):
+        parts.extend(thread_pool().map(score, groups) if len(groups) > 8 else map(score, groups))
+    q, nodes, lps, scs = (np.concatenate(x) for x in zip(*parts, strict=True))
+    return _Level(q, nodes, lps, scs)
 
 
 def _leaf_levels(tree: Tree, within: int | None) -> list[tuple[int, np.ndarray | range]]:
