@@ -100,13 +100,18 @@ class LocalBackend:
         inline: str | None = None,
         node_text: str = "name",
         allow_duplicates: bool = False,
+        spec: LabelSetSpec | None = None,
     ) -> LabelSetSpec:
         """Parse and validate exactly one label source (nothing is written)."""
-        given = [x for x in (labels, plugin, content, file, inline) if x is not None]
+        given = [x for x in (labels, plugin, content, file, inline, spec) if x is not None]
         if len(given) != 1:
             raise InvalidInputError(
                 "give exactly one label source: labels, plugin, content (with format) or a file"
             )
+        if spec is not None:
+            from zsindex.labels.validate import validate_spec
+
+            return validate_spec(spec)
         if plugin is not None:
             from zsindex.labels.plugins import load_plugin
 

@@ -108,3 +108,11 @@ def test_delete(client: Client, random_model: str) -> None:
     assert client.labelsets() == []
     with pytest.raises(NotFoundError):
         client.classify(embeddings=np.ones((1, 64)), labelset="gone")
+
+
+def test_same_content_is_not_a_new_version(client: Client, random_model: str) -> None:
+    first = client.add_labelset("same", ["a", "b"], model=random_model, templates="photo")
+    again = client.add_labelset("same", ["a", "b"], model=random_model, templates="photo")
+    assert (first.version, again.version, again.digest) == (1, 1, first.digest)
+    changed = client.add_labelset("same", ["a", "b"], model=random_model, templates="simple-7")
+    assert changed.version == 2 and changed.digest != first.digest

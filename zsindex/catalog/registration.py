@@ -81,12 +81,15 @@ def register_spec(
     from zsindex.catalog.convert import spec_to_columns
 
     validate_labelset_name(name)
+    digest = spec.with_templates(templates).digest(encoder.info.fingerprint)
+    unchanged = _current_if_same(store, name, digest)
+    if unchanged is not None:
+        log.info("label set %s is unchanged (digest %s): keeping version %d", name, digest[:12],
+                 unchanged.version)
+        return unchanged
     columns = spec_to_columns(spec)
     matrix, truncated, model = embed_spec(
         store, spec, templates, encoder, strict=strict, progress=progress
-    )
-    digest = spec.with_templates(templates).digest(
-        _fingerprint(model)
     )
     return store.create_version(
         NewVersion(
@@ -104,10 +107,16 @@ def register_spec(
     )
 
 
-def _fingerprint(model: ModelSpec) -> str:
-    from zsindex.encoders.info import model_fingerprint
+def _current_if_same(store: Store, name: str, digest: str) -> VersionRecord | None:
+    """The current version when it already holds exactly this content (re-registering the same
+    labels, templates and model is a no-op, not a new version)."""
+    from zsindex.errors import NotFoundError
 
-    return model_fingerprint(model.name, model.pretrained, model.weights_sha256)
+    try:
+        current = store.current(name)
+    except NotFoundError:
+        return None
+    return current if current.digest == digest else None
 
 
 def normalise_rows(matrix: np.ndarray, source: str, *, offset: int = 0) -> np.ndarray:

@@ -38,8 +38,12 @@ def demo(state: CliState) -> None:
 
     settings = state.settings
     backend = state.local()
+    from zsindex.labels import builtin
+
+    # The built-in specs directly: the demo works whatever ZSINDEX_PLUGINS allows.
+    specs = {"shapes": builtin.shapes(), "colors": builtin.colors(), "shape-tree": builtin.shape_tree()}
     for name in DEMO_SETS:
-        result = backend.add_labelset(name, plugin=name, model="zsindex-tiny")
+        result = backend.add_labelset(name, spec=specs[name], model="zsindex-tiny")
         info(f"label set {name}: version {result.version}, {result.num_labels} labels")
     folder = settings.home / "demo-images"
     folder.mkdir(parents=True, exist_ok=True)
