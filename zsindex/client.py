@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from zsindex.config import Settings
 from zsindex.results import ClassificationResult, LabelSetInfo
 
 if TYPE_CHECKING:
-    from PIL import Image
+    pass
 
 ImageInput = "str | Path | bytes | Image.Image"
 
@@ -50,7 +50,9 @@ class Client:
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 120.0):
         from zsindex.remote import HttpBackend
 
-        self._backend: Backend = HttpBackend(base_url, api_key=api_key, timeout=timeout)
+        self._backend: Backend = cast(
+            Backend, HttpBackend(base_url, api_key=api_key, timeout=timeout)
+        )
 
     @classmethod
     def local(
@@ -69,7 +71,7 @@ class Client:
             database_url=database_url, device=device, home=Path(home) if home else None
         )
         client = cls.__new__(cls)
-        client._backend = LocalBackend(base)
+        client._backend = cast(Backend, LocalBackend(base))
         return client
 
     @property

@@ -80,7 +80,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``ZSINDEX_*`` variables (``os.environ`` by default)."""
         env = os.environ if environ is None else environ
-        home = Path(env["ZSINDEX_HOME"]).expanduser() if env.get("ZSINDEX_HOME") else _default_home()
+        home = (
+            Path(env["ZSINDEX_HOME"]).expanduser() if env.get("ZSINDEX_HOME") else _default_home()
+        )
         model = env.get("ZSINDEX_MODEL") or DEFAULT_MODEL
         pretrained_raw = env.get("ZSINDEX_PRETRAINED")
         if pretrained_raw:

@@ -120,7 +120,10 @@ class LocalBackend:
             from zsindex.labels.formats import parse_labels_file
 
             return parse_labels_file(
-                file, format, allow_duplicates=allow_duplicates, node_text=node_text  # type: ignore[arg-type]
+                file,
+                format,
+                allow_duplicates=allow_duplicates,
+                node_text=node_text,  # type: ignore[arg-type]
             )
         if inline is not None:
             from zsindex.labels.formats import parse_inline
@@ -128,11 +131,16 @@ class LocalBackend:
             return parse_inline(inline, allow_duplicates=allow_duplicates)
         if content is not None:
             if format is None:
-                raise InvalidInputError("content needs a format (text, csv, json, yaml, taxonomy-csv)")
+                raise InvalidInputError(
+                    "content needs a format (text, csv, json, yaml, taxonomy-csv)"
+                )
             from zsindex.labels.formats import parse_labels_text
 
             return parse_labels_text(
-                content, format, "content", allow_duplicates=allow_duplicates,
+                content,
+                format,
+                "content",
+                allow_duplicates=allow_duplicates,
                 node_text=node_text,  # type: ignore[arg-type]
             )
         from zsindex.labels.build import build_labelset
@@ -226,8 +234,14 @@ class LocalBackend:
         parsed = parse_names_file(names_path, allow_duplicates=True)
         matrix = read_npy(embeddings_path)
         record = import_rows(
-            self.store, name, parsed.spec, list(parsed.row_nodes), matrix,
-            self.encoder(model, pretrained), str(embeddings_path), embed_internal=embed_internal,
+            self.store,
+            name,
+            parsed.spec,
+            list(parsed.row_nodes),
+            matrix,
+            self.encoder(model, pretrained),
+            str(embeddings_path),
+            embed_internal=embed_internal,
         )
         self._forget(name)
         return version_info(record)
@@ -263,7 +277,11 @@ class LocalBackend:
         names: list[Any] = [
             {
                 "name": n,
-                "parent": None if p < 0 else columns.names[p] if counts[columns.names[p]] == 1 else p,
+                "parent": None
+                if p < 0
+                else columns.names[p]
+                if counts[columns.names[p]] == 1
+                else p,
             }
             for n, p in zip(columns.names, columns.parents.tolist(), strict=True)
         ]
@@ -359,7 +377,9 @@ class LocalBackend:
             names = list(image_names) if image_names else [str(i) for i in range(count)]
             return self.classify_embeddings(loaded, embeddings, names, **opts)
         assert images is not None
-        names = list(image_names) if image_names else [_image_name(x, i) for i, x in enumerate(images)]
+        names = (
+            list(image_names) if image_names else [_image_name(x, i) for i, x in enumerate(images)]
+        )
         decoded = [self.load_image(img, name) for img, name in zip(images, names, strict=True)]
         emb = self.encode_images(loaded, decoded)
         return self.classify_embeddings(loaded, emb, names, **opts)
@@ -381,8 +401,11 @@ class LocalBackend:
         for i, d in enumerate(decoded):
             if isinstance(d, ZsindexError):
                 results[i] = ClassificationResult(
-                    image=items[i][0], labelset=loaded.name, version=loaded.version,
-                    predictions=[], error=d.message,
+                    image=items[i][0],
+                    labelset=loaded.name,
+                    version=loaded.version,
+                    predictions=[],
+                    error=d.message,
                 )
         return [r for r in results if r is not None]
 

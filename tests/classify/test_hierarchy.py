@@ -7,7 +7,6 @@ here with plain Python loops over the registration order.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +19,17 @@ DIM = 64
 # An unbalanced tree: a single-child chain, leaves at depths 2, 3 and 4, and the name "x"
 # under two different parents.
 NODES: list[tuple[str, str | None]] = [
-    ("A", None), ("B", None), ("C", None),
-    ("a1", "A"), ("a2", "A"), ("x", "A"),
-    ("b1", "B"), ("x", "B"),
+    ("A", None),
+    ("B", None),
+    ("C", None),
+    ("a1", "A"),
+    ("a2", "A"),
+    ("x", "A"),
+    ("b1", "B"),
+    ("x", "B"),
     ("c1", "C"),
-    ("a1a", "a1"), ("a1b", "a1"),
+    ("a1a", "a1"),
+    ("a1b", "a1"),
     ("c1c", "c1"),
     ("c1cc", "c1c"),
 ]
@@ -54,8 +59,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory, random_model: str) -> tuple[
 def _parents() -> list[int]:
     out = []
     for i, (_, parent) in enumerate(NODES):
-        out.append(-1 if parent is None else next(j for j in range(len(NODES))
-                                                   if NODES[j][0] == parent and j != i))
+        out.append(
+            -1
+            if parent is None
+            else next(j for j in range(len(NODES)) if NODES[j][0] == parent and j != i)
+        )
     return out
 
 
@@ -99,7 +107,8 @@ def test_marginal_equals_brute_force(setup: tuple[Client, np.ndarray]) -> None:
         [deep] = client.classify(embeddings=q, labelset="t", mode="marginal", k=20)
         assert len(flat.predictions) == len(leaves)
         assert sorted(p.probability for p in deep.predictions) == pytest.approx(
-            sorted(p.probability for p in flat.predictions), abs=1e-5)
+            sorted(p.probability for p in flat.predictions), abs=1e-5
+        )
 
 
 def test_beam_with_a_wide_beam_equals_path_products(setup: tuple[Client, np.ndarray]) -> None:
@@ -120,7 +129,8 @@ def test_beam_with_a_wide_beam_equals_path_products(setup: tuple[Client, np.ndar
         assert [p.label for p in r.predictions] == [p.label for p in flat.predictions]
         # ("x" names two leaves, so compare the multiset of path products.)
         assert sorted(p.probability for p in r.predictions) == pytest.approx(
-            sorted(path_prob(i, q) for i in leaves), abs=1e-5)
+            sorted(path_prob(i, q) for i in leaves), abs=1e-5
+        )
         best = max(leaves, key=lambda i: float(matrix[i] @ q))
         assert r.predictions[0].label == NODES[best][0]
         chain = []
@@ -130,7 +140,8 @@ def test_beam_with_a_wide_beam_equals_path_products(setup: tuple[Client, np.ndar
             node = parents[node]
         assert [s.label for s in r.path] == [NODES[i][0] for i in reversed(chain)]
         assert [s.probability for s in r.path] == pytest.approx(
-            [path_prob(i, q) for i in reversed(chain)], abs=1e-5)
+            [path_prob(i, q) for i in reversed(chain)], abs=1e-5
+        )
 
 
 def test_chils_equals_brute_force(setup: tuple[Client, np.ndarray]) -> None:
@@ -188,5 +199,3 @@ def test_rank_and_min_confidence(setup: tuple[Client, np.ndarray]) -> None:
     with pytest.raises(InvalidInputError, match="rank"):
         client.classify(embeddings=q, labelset="t", mode="beam", rank="species")
     assert math.isfinite(r.predictions[0].score)
-
-

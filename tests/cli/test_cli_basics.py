@@ -13,10 +13,25 @@ import pytest
 from PIL import Image
 
 COMMANDS = [
-    [], ["db"], ["db", "upgrade"], ["db", "current"], ["db", "downgrade"], ["db", "check"],
-    ["labels"], ["labels", "add"], ["labels", "import"], ["labels", "list"], ["labels", "show"],
-    ["labels", "history"], ["labels", "rm"], ["labels", "export"], ["labels", "plugins"],
-    ["classify"], ["eval"], ["serve"], ["demo"],
+    [],
+    ["db"],
+    ["db", "upgrade"],
+    ["db", "current"],
+    ["db", "downgrade"],
+    ["db", "check"],
+    ["labels"],
+    ["labels", "add"],
+    ["labels", "import"],
+    ["labels", "list"],
+    ["labels", "show"],
+    ["labels", "history"],
+    ["labels", "rm"],
+    ["labels", "export"],
+    ["labels", "plugins"],
+    ["classify"],
+    ["eval"],
+    ["serve"],
+    ["demo"],
 ]
 
 
@@ -44,8 +59,12 @@ def test_user_error_is_one_line_exit_1(zs: Callable, zs_home: Path) -> None:
     assert "Traceback" not in run.err
 
 
-def test_label_set_lifecycle(zs: Callable, zs_home: Path, random_model: str, tmp_path: Path) -> None:
-    assert zs("labels", "add", "pets", "--labels", "dog, cat,bird", "--model", random_model).code == 0
+def test_label_set_lifecycle(
+    zs: Callable, zs_home: Path, random_model: str, tmp_path: Path
+) -> None:
+    assert (
+        zs("labels", "add", "pets", "--labels", "dog, cat,bird", "--model", random_model).code == 0
+    )
     listed = zs("labels", "list", "--json").json()
     assert listed == [{"name": "pets", "version": 1, "num_labels": 3, "model": random_model}]
     shown = zs("labels", "show", "pets", "--json").json()
@@ -54,13 +73,23 @@ def test_label_set_lifecycle(zs: Callable, zs_home: Path, random_model: str, tmp
     assert zs("labels", "export", "pets", str(out)).code == 0
     assert sorted(p.name for p in out.iterdir()) == ["embeddings.npy", "names.json"]
     assert json.loads((out / "names.json").read_text()) == ["dog", "cat", "bird"]
-    run = zs("labels", "import", "pets2", "--embeddings", str(out / "embeddings.npy"),
-             "--names", str(out / "names.json"), "--model", random_model)
+    run = zs(
+        "labels",
+        "import",
+        "pets2",
+        "--embeddings",
+        str(out / "embeddings.npy"),
+        "--names",
+        str(out / "names.json"),
+        "--model",
+        random_model,
+    )
     assert run.code == 0, run.err
     back = tmp_path / "back"
     assert zs("labels", "export", "pets2", str(back)).code == 0
-    np.testing.assert_allclose(np.load(back / "embeddings.npy"), np.load(out / "embeddings.npy"),
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        np.load(back / "embeddings.npy"), np.load(out / "embeddings.npy"), atol=1e-3
+    )
     assert json.loads((back / "names.json").read_text()) == ["dog", "cat", "bird"]
     assert zs("labels", "add", "pets", "--labels", "dog,cat", "--model", random_model).code == 0
     history = zs("labels", "history", "pets", "--json").json()
@@ -70,20 +99,33 @@ def test_label_set_lifecycle(zs: Callable, zs_home: Path, random_model: str, tmp
     assert zs("db", "check", "--strict").code == 0
 
 
-def test_tree_export_import_round_trip(zs: Callable, zs_home: Path, random_model: str,
-                                       tmp_path: Path) -> None:
+def test_tree_export_import_round_trip(
+    zs: Callable, zs_home: Path, random_model: str, tmp_path: Path
+) -> None:
     labels = tmp_path / "tree.csv"
     labels.write_text("label,parent\nanimal,\ndog,animal\ncat,animal\n")
     assert zs("labels", "add", "t", "--file", str(labels), "--model", random_model).code == 0
     out = tmp_path / "t"
     assert zs("labels", "export", "t", str(out)).code == 0
     names = json.loads((out / "names.json").read_text())
-    assert names == [{"name": "animal", "parent": None}, {"name": "dog", "parent": "animal"},
-                     {"name": "cat", "parent": "animal"}]
+    assert names == [
+        {"name": "animal", "parent": None},
+        {"name": "dog", "parent": "animal"},
+        {"name": "cat", "parent": "animal"},
+    ]
     csv_names = tmp_path / "names.csv"
     csv_names.write_text("name,parent\nanimal,\ndog,animal\ncat,animal\n")
-    run = zs("labels", "import", "t2", "--embeddings", str(out / "embeddings.npy"),
-             "--names", str(csv_names), "--model", random_model)
+    run = zs(
+        "labels",
+        "import",
+        "t2",
+        "--embeddings",
+        str(out / "embeddings.npy"),
+        "--names",
+        str(csv_names),
+        "--model",
+        random_model,
+    )
     assert run.code == 0, run.err
     assert zs("labels", "show", "t2", "--json").json()["depth"] == 2
 
@@ -123,8 +165,10 @@ def test_classify_json_shape_and_bad_files(
 
 
 def test_import_is_light() -> None:
-    code = "import sys, zsindex, zsindex.cli.main; " \
-           "bad = [m for m in ('torch', 'open_clip', 'faiss') if m in sys.modules]; " \
-           "print(bad); sys.exit(1 if bad else 0)"
+    code = (
+        "import sys, zsindex, zsindex.cli.main; "
+        "bad = [m for m in ('torch', 'open_clip', 'faiss') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -32,8 +32,9 @@ def _reference_probs(c: Client, name: str, emb: np.ndarray) -> np.ndarray:
 
 
 def test_register_classify_and_versions(client: Client, random_model: str) -> None:
-    info = client.add_labelset("pets", ["dog", "cat", "bird"], model=random_model,
-                               templates=["a photo of a {}."])
+    info = client.add_labelset(
+        "pets", ["dog", "cat", "bird"], model=random_model, templates=["a photo of a {}."]
+    )
     assert (info.name, info.version, info.num_labels) == ("pets", 1, 3)
     assert info.templates == ["a photo of a {}."]
     img = Image.new("RGB", (64, 48), (200, 30, 30))

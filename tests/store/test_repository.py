@@ -43,7 +43,12 @@ def store(db_url: str) -> Store:
 def test_version_round_trip(store: Store) -> None:
     new = _new("pets", ["dog", "cat", "dog"], dtype="float32")
     record = store.create_version(new)
-    assert (record.labelset, record.version, record.num_labels, record.status) == ("pets", 1, 3, "ready")
+    assert (record.labelset, record.version, record.num_labels, record.status) == (
+        "pets",
+        1,
+        3,
+        "ready",
+    )
     assert record.model.logit_scale == pytest.approx(42.5)
     assert record.templates == ("a photo of a {}.",)
     labels = store.load_labels(record.version_id)
@@ -59,7 +64,9 @@ def test_tree_columns_round_trip(store: Store) -> None:
         ranks=["kingdom", "species", "species"],
         prompts=[None, ("a dog", "a puppy"), None],
     )
-    new = NewVersion("tree", MODEL, labels, _unit(3), ("{}",), "d", rank_names=("kingdom", "species"))
+    new = NewVersion(
+        "tree", MODEL, labels, _unit(3), ("{}",), "d", rank_names=("kingdom", "species")
+    )
     record = store.create_version(new)
     assert record.depth == 2 and record.rank_names == ("kingdom", "species")
     back = store.load_labels(record.version_id)
@@ -103,7 +110,7 @@ def test_concurrent_writers_get_distinct_versions(store: Store) -> None:
         try:
             for i in range(3):
                 store.create_version(_new("hot", ["x", "y"], seed=seed * 10 + i))
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(s,)) for s in range(3)]

@@ -18,10 +18,13 @@ def spec_to_columns(spec: LabelSetSpec) -> LabelColumns:
     else:
         parents = np.fromiter((-1 if p is None else p for p in spec.parents), np.int64, count=n)
         depths = np.asarray(spec.node_depths, dtype=np.int32) + 1
-    ranks = [spec.rank_of(i) for i in range(n)] if spec.is_tree else [None] * n
-    prompts = list(spec.prompts) if spec.prompts is not None else [None] * n
-    return LabelColumns(names=list(spec.names), parents=parents, depths=depths, ranks=ranks,
-                        prompts=prompts)
+    ranks: list[str | None] = [spec.rank_of(i) for i in range(n)] if spec.is_tree else [None] * n
+    prompts: list[tuple[str, ...] | None] = (
+        list(spec.prompts) if spec.prompts is not None else [None] * n
+    )
+    return LabelColumns(
+        names=list(spec.names), parents=parents, depths=depths, ranks=ranks, prompts=prompts
+    )
 
 
 def version_info(v: VersionRecord) -> LabelSetInfo:

@@ -31,7 +31,9 @@ def read_npy(path: Path) -> np.ndarray:
     except (ValueError, OSError) as exc:
         raise InvalidInputError(f"{path}: not a readable .npy array ({exc})") from exc
     if not isinstance(arr, np.ndarray) or arr.ndim != 2:
-        raise InvalidInputError(f"{path}: expected a 2-D array, got shape {getattr(arr, 'shape', '?')}")
+        raise InvalidInputError(
+            f"{path}: expected a 2-D array, got shape {getattr(arr, 'shape', '?')}"
+        )
     if arr.dtype not in (np.float16, np.float32, np.float64):
         raise InvalidInputError(f"{path}: dtype {arr.dtype} is not float16/float32")
     return arr

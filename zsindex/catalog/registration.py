@@ -84,8 +84,12 @@ def register_spec(
     digest = spec.with_templates(templates).digest(encoder.info.fingerprint)
     unchanged = _current_if_same(store, name, digest)
     if unchanged is not None:
-        log.info("label set %s is unchanged (digest %s): keeping version %d", name, digest[:12],
-                 unchanged.version)
+        log.info(
+            "label set %s is unchanged (digest %s): keeping version %d",
+            name,
+            digest[:12],
+            unchanged.version,
+        )
         return unchanged
     columns = spec_to_columns(spec)
     matrix, truncated, model = embed_spec(

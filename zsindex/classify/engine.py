@@ -100,8 +100,17 @@ def classify_embeddings(
             loaded, emb, depth=depth, beam=opts.beam or DEFAULT_BEAM, within=within
         )
         return [
-            _tree_result(loaded, name, emb[i], a.final.nodes, np.exp(a.final.log_probs), a.final.scores,
-                         a.path_nodes, a.path_probs, opts)
+            _tree_result(
+                loaded,
+                name,
+                emb[i],
+                a.final.nodes,
+                np.exp(a.final.log_probs),
+                a.final.scores,
+                a.path_nodes,
+                a.path_probs,
+                opts,
+            )
             for i, (name, a) in enumerate(zip(image_names, answers, strict=True))
         ]
     candidates, probs = hierarchy.rank_marginals(
@@ -119,7 +128,9 @@ def classify_embeddings(
             else ([], [])
         )
         results.append(
-            _tree_result(loaded, name, emb[q], nodes, probs[q][top], scores, path_nodes, path_probs, opts)
+            _tree_result(
+                loaded, name, emb[q], nodes, probs[q][top], scores, path_nodes, path_probs, opts
+            )
         )
     return results
 
@@ -204,10 +215,17 @@ def _tree_result(
         if len(steps) < len(path_nodes):
             # Abstain below the confident prefix: answer its deepest node (or nothing).
             deepest = path_nodes[len(steps) - 1] if steps else None
-            preds = [] if deepest is None else [
-                Prediction(steps[-1].label, steps[-1].probability,
-                           float(_node_scores(loaded, query, np.array([deepest]))[0]))
-            ]
+            preds = (
+                []
+                if deepest is None
+                else [
+                    Prediction(
+                        steps[-1].label,
+                        steps[-1].probability,
+                        float(_node_scores(loaded, query, np.array([deepest]))[0]),
+                    )
+                ]
+            )
     return ClassificationResult(
         image=image, labelset=loaded.name, version=loaded.version, predictions=preds, path=steps
     )

@@ -52,7 +52,9 @@ def match_folders(folders: list[str], labels: list[str]) -> dict[str, str]:
 
 def evaluate_folder(backend: LocalBackend, directory: Path, labelset: str) -> dict[str, Any]:
     """Top-1, top-5 and mean per-class recall over the classes present in ``directory``."""
-    folders = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(
+        p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
     if not folders:
         raise InvalidInputError(f"{directory}: no class sub-folders (ImageFolder layout expected)")
     loaded = backend.resolve(labelset)

@@ -13,6 +13,7 @@ All three work on the BFS-ordered matrix of a :class:`~zsindex.classify.loaded.L
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,10 +161,14 @@ def _expand(
     inner = np.flatnonzero(~is_leaf)
     order = inner[np.argsort(kept.nodes[inner], kind="stable")]
     parents = kept.nodes[order]
-    bounds = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1], True]) if len(order) else []
-    groups = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
+    bounds: list[int] = (
+        np.flatnonzero(np.r_[True, parents[1:] != parents[:-1], True]).tolist()
+        if len(order)
+        else []
+    )
+    groups = [order[a:b] for a, b in itertools.pairwise(bounds)]
 
-    def score(members: np.ndarray) -> tuple[np.ndarray, ...]:
+    def score(members: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         parent = int(kept.nodes[members[0]])
         lo, hi = int(starts[parent]), int(ends[parent])
         qs = kept.q[members]

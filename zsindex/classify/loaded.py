@@ -61,7 +61,7 @@ class LoadedLabelSet:
     @property
     def matrix(self) -> np.ndarray:
         """fp32 (or fp16) rows ``[N, dim]`` the index searches."""
-        return self.index.matrix  # type: ignore[attr-defined, no-any-return]
+        return self.index.matrix  # type: ignore[attr-defined]
 
     @property
     def logit_scale(self) -> float:
@@ -82,9 +82,7 @@ class LoadedLabelSet:
         return list(self.names) if ids is None else [self.names[i] for i in ids]
 
 
-def arrange(
-    columns: LabelColumns, rank_names: tuple[str, ...]
-) -> tuple[np.ndarray, Tree | None]:
+def arrange(columns: LabelColumns, rank_names: tuple[str, ...]) -> tuple[np.ndarray, Tree | None]:
     """Storage order for a version's labels: identity for flat sets, BFS order for trees.
 
     Returns:

@@ -49,26 +49,42 @@ class _Writer:
         self.count = 0
         self.csv = csv.writer(sys.stdout) if fmt == "csv" else None
         if self.csv is not None:
-            self.csv.writerow(["image", "labelset", "version", "rank", "label", "probability",
-                               "score", "path"])
+            self.csv.writerow(
+                ["image", "labelset", "version", "rank", "label", "probability", "score", "path"]
+            )
         elif fmt == "json":
             click.echo("[", nl=False)
 
     def write(self, result: ClassificationResult) -> None:
         if self.fmt == "json":
-            click.echo(("," if self.count else "") + "\n" + json.dumps(
-                result.to_dict(), ensure_ascii=False), nl=False)
+            click.echo(
+                ("," if self.count else "")
+                + "\n"
+                + json.dumps(result.to_dict(), ensure_ascii=False),
+                nl=False,
+            )
         elif self.csv is not None:
             path = " > ".join(s.label for s in result.path or [])
             for i, p in enumerate(result.predictions, 1):
-                self.csv.writerow([result.image, result.labelset, result.version, i, p.label,
-                                   f"{p.probability:.6f}", f"{p.score:.6f}", path])
+                self.csv.writerow(
+                    [
+                        result.image,
+                        result.labelset,
+                        result.version,
+                        i,
+                        p.label,
+                        f"{p.probability:.6f}",
+                        f"{p.score:.6f}",
+                        path,
+                    ]
+                )
         else:
             header = f"{result.image}  ({result.labelset} v{result.version})"
             click.echo(header)
             if result.path:
-                click.echo("  path: " + " > ".join(
-                    f"{s.label} ({s.probability:.2f})" for s in result.path))
+                click.echo(
+                    "  path: " + " > ".join(f"{s.label} ({s.probability:.2f})" for s in result.path)
+                )
             for p in result.predictions:
                 bar = "#" * round(p.probability * 20)
                 click.echo(f"  {p.probability:6.1%}  {bar:<20}  {p.label}")
@@ -79,7 +95,9 @@ class _Writer:
             click.echo("\n]" if self.count else "]")
 
 
-def _check_all(backend: LocalBackend, items: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]], int]:
+def _check_all(
+    backend: LocalBackend, items: list[tuple[str, Path]]
+) -> tuple[list[tuple[str, Path]], int]:
     """Validate every file's format and size before any model loads."""
     good: list[tuple[str, Path]] = []
     failed = 0
@@ -99,14 +117,24 @@ def _check_all(backend: LocalBackend, items: list[tuple[str, Path]]) -> tuple[li
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--labels", "labelset", required=True, help="Label set to classify against.")
 @click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--mode", type=click.Choice(MODES), default="flat", show_default=True,
-              help="flat (leaves), beam (coarse-then-fine), marginal or chils (trees).")
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="flat",
+    show_default=True,
+    help="flat (leaves), beam (coarse-then-fine), marginal or chils (trees).",
+)
 @click.option("--rank", help="Stop at this named rank or depth (trees).")
 @click.option("--beam", type=click.IntRange(1, 100000), help="Nodes kept per level (beam mode).")
 @click.option("--within", help="Restrict to the subtree of this node (name or a/b/c path).")
-@click.option("--min-confidence", type=click.FloatRange(0, 1),
-              help="Stop at the deepest node with at least this probability (trees).")
-@click.option("--sigmoid", is_flag=True, help="Multi-label sigmoid probabilities instead of softmax.")
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    help="Stop at the deepest node with at least this probability (trees).",
+)
+@click.option(
+    "--sigmoid", is_flag=True, help="Multi-label sigmoid probabilities instead of softmax."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV rows.")
 @click.pass_obj
@@ -134,13 +162,21 @@ def classify(
     good, failed = _check_all(backend, items)
     writer = _Writer("json" if as_json else "csv" if as_csv else "table")
     show_progress = len(good) > BATCH and sys.stderr.isatty()
-    with click.progressbar(length=len(good), label="classifying", file=sys.stderr,
-                           hidden=not show_progress) as bar:
+    with click.progressbar(
+        length=len(good), label="classifying", file=sys.stderr, hidden=not show_progress
+    ) as bar:
         for start in range(0, len(good), BATCH):
             batch = good[start : start + BATCH]
             for result in backend.classify_files(
-                batch, labelset=labelset, k=k, mode=mode, rank=rank, beam=beam, within=within,
-                min_confidence=min_confidence, activation="sigmoid" if sigmoid else "softmax",
+                batch,
+                labelset=labelset,
+                k=k,
+                mode=mode,
+                rank=rank,
+                beam=beam,
+                within=within,
+                min_confidence=min_confidence,
+                activation="sigmoid" if sigmoid else "softmax",
             ):
                 if result.error is not None:
                     failed += 1
@@ -156,7 +192,9 @@ def classify(
 
 @click.command("eval")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--labels", "labelset", required=True, help="Label set whose names match the folders.")
+@click.option(
+    "--labels", "labelset", required=True, help="Label set whose names match the folders."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def eval_command(state: CliState, directory: Path, labelset: str, as_json: bool) -> None:
@@ -167,10 +205,14 @@ def eval_command(state: CliState, directory: Path, labelset: str, as_json: bool)
     if as_json:
         print_json(report)
         return
-    click.echo(f"images: {report['n']}   top-1: {report['top1']:.4f}   "
-               f"top-5: {report['top5']:.4f}   mean per-class recall: "
-               f"{report['mean_per_class_recall']:.4f}")
+    click.echo(
+        f"images: {report['n']}   top-1: {report['top1']:.4f}   "
+        f"top-5: {report['top5']:.4f}   mean per-class recall: "
+        f"{report['mean_per_class_recall']:.4f}"
+    )
     if report["confusions"]:
         click.echo("most frequent confusions:")
-        print_table(["true", "predicted", "count"],
-                    [[c["true"], c["predicted"], c["count"]] for c in report["confusions"]])
+        print_table(
+            ["true", "predicted", "count"],
+            [[c["true"], c["predicted"], c["count"]] for c in report["confusions"]],
+        )

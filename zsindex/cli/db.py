@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import click
-
 from typing import TYPE_CHECKING
+
+import click
 
 from zsindex.cli.context import CliState
 from zsindex.cli.output import info, print_json
@@ -30,6 +30,7 @@ def db() -> None:
 def upgrade(state: CliState) -> None:
     """Upgrade the schema to the latest revision (creates it in an empty database)."""
     from zsindex.store import migrate
+
     store = _open(state)
     migrate.upgrade(store.engine)
     info(f"schema at {migrate.current_revision(store.engine)} (head)")
@@ -41,6 +42,7 @@ def upgrade(state: CliState) -> None:
 def downgrade(state: CliState, revision: str) -> None:
     """Downgrade the schema to REVISION (`base` removes every table and all data)."""
     from zsindex.store import migrate
+
     store = _open(state)
     migrate.downgrade(store.engine, revision)
     info(f"schema at {migrate.current_revision(store.engine) or 'base'}")
@@ -52,6 +54,7 @@ def downgrade(state: CliState, revision: str) -> None:
 def current(state: CliState, as_json: bool) -> None:
     """Show the schema revision of the database and the head revision of this zsindex."""
     from zsindex.store import migrate
+
     store = _open(state)
     rev = migrate.current_revision(store.engine)
     head = migrate.head_revision()
@@ -69,6 +72,7 @@ def current(state: CliState, as_json: bool) -> None:
 def check(state: CliState, strict: bool, repair: bool, as_json: bool) -> None:
     """Check the store's invariants; exit 1 when one fails."""
     from zsindex.store import check as checker
+
     store = _open(state)
     if repair:
         removed = checker.repair(store)

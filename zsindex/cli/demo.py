@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from zsindex.cli.context import CliState
@@ -41,29 +43,34 @@ def demo(state: CliState) -> None:
     from zsindex.labels import builtin
 
     # The built-in specs directly: the demo works whatever ZSINDEX_PLUGINS allows.
-    specs = {"shapes": builtin.shapes(), "colors": builtin.colors(), "shape-tree": builtin.shape_tree()}
+    specs = {
+        "shapes": builtin.shapes(),
+        "colors": builtin.colors(),
+        "shape-tree": builtin.shape_tree(),
+    }
     for name in DEMO_SETS:
         result = backend.add_labelset(name, spec=specs[name], model="zsindex-tiny")
         info(f"label set {name}: version {result.version}, {result.num_labels} labels")
     folder = settings.home / "demo-images"
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(2024)
-    files = []
+    files: list[tuple[str, Path]] = []
     for color, shape, size in SAMPLES:
         path = folder / f"{color}-{shape}.png"
         render_shape(shape, color, size, rng).save(path)
         files.append((path.name, path))
     info(f"rendered {len(files)} sample images in {folder}")
     by_set = {
-        name: backend.classify_files(files, labelset=name, k=3,
-                                     mode="beam" if name == "shape-tree" else "flat")
+        name: backend.classify_files(
+            files, labelset=name, k=3, mode="beam" if name == "shape-tree" else "flat"
+        )
         for name in DEMO_SETS
     }
-    rows = []
+    rows: list[list[str]] = []
     for i, (image_name, _) in enumerate(files):
         tree = by_set["shape-tree"][i]
-        path = " > ".join(f"{s.label} {s.probability:.0%}" for s in (tree.path or []))
-        rows.append([image_name, _top(by_set["shapes"][i]), _top(by_set["colors"][i]), path])
+        tree_path = " > ".join(f"{s.label} {s.probability:.0%}" for s in (tree.path or []))
+        rows.append([image_name, _top(by_set["shapes"][i]), _top(by_set["colors"][i]), tree_path])
     print_table(["image", "shapes (top 3)", "colors (top 3)", "shape-tree (coarse > fine)"], rows)
     info(
         "next: `zsindex classify YOUR_IMAGES --labels shapes`, `zsindex labels list`, "

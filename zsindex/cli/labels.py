@@ -25,17 +25,30 @@ def _row(ls: LabelSetInfo) -> list[object]:
 
 @labels.command("add")
 @click.argument("name")
-@click.option("--file", "file_", type=click.Path(dir_okay=False, path_type=Path), help="Label file.")
+@click.option(
+    "--file", "file_", type=click.Path(dir_okay=False, path_type=Path), help="Label file."
+)
 @click.option("--labels", "inline", help='Comma-separated labels, e.g. "dog,cat,bird".')
 @click.option("--plugin", help="A label-set plugin (see `zsindex labels plugins`).")
 @click.option("--format", "format_", type=click.Choice(FORMATS), help="Force the file format.")
-@click.option("--templates", help="Named template set (simple-7, openai-imagenet-80, photo) or a file.")
+@click.option(
+    "--templates", help="Named template set (simple-7, openai-imagenet-80, photo) or a file."
+)
 @click.option("--model", help="Encoder model (default: ZSINDEX_MODEL).")
 @click.option("--pretrained", help="Pretrained tag, hf-hub:, local-dir: or a weights file.")
-@click.option("--node-text", type=click.Choice(["name", "path"]), default="name", show_default=True,
-              help="taxonomy-csv: embed each node by its own name or by its whole path.")
-@click.option("--allow-duplicates", is_flag=True, help="Keep duplicate labels (identified by position).")
-@click.option("--strict", is_flag=True, help="Prompts longer than the model's context are an error.")
+@click.option(
+    "--node-text",
+    type=click.Choice(["name", "path"]),
+    default="name",
+    show_default=True,
+    help="taxonomy-csv: embed each node by its own name or by its whole path.",
+)
+@click.option(
+    "--allow-duplicates", is_flag=True, help="Keep duplicate labels (identified by position)."
+)
+@click.option(
+    "--strict", is_flag=True, help="Prompts longer than the model's context are an error."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
 @click.pass_obj
 def add(
@@ -61,16 +74,16 @@ def add(
     bar = EmbeddingProgress()
     try:
         result = backend.add_labelset(
-        name,
-        file=file_,
-        inline=inline,
-        plugin=plugin,
-        format=format_,
-        templates=templates,
-        model=model,
-        pretrained=pretrained,
-        node_text=node_text,
-        allow_duplicates=allow_duplicates,
+            name,
+            file=file_,
+            inline=inline,
+            plugin=plugin,
+            format=format_,
+            templates=templates,
+            model=model,
+            pretrained=pretrained,
+            node_text=node_text,
+            allow_duplicates=allow_duplicates,
             strict=strict,
             progress=bar,
         )
@@ -87,16 +100,29 @@ def add(
 
 @labels.command("import")
 @click.argument("name")
-@click.option("--embeddings", "embeddings_path", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A .npy array [N, dim] or [dim, N], float32 or float16.")
-@click.option("--names", "names_path", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Names: text, JSON list, CSV name,parent, or TreeOfLife JSON.")
+@click.option(
+    "--embeddings",
+    "embeddings_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A .npy array [N, dim] or [dim, N], float32 or float16.",
+)
+@click.option(
+    "--names",
+    "names_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Names: text, JSON list, CSV name,parent, or TreeOfLife JSON.",
+)
 @click.option("--model", required=True, help="The model the embeddings come from.")
 @click.option("--pretrained", help="Its pretrained tag or weights path.")
-@click.option("--embed-internal", type=click.Choice(["mean", "text"]), default="mean",
-              show_default=True, help="Tree nodes without a row: mean of descendants, or text.")
+@click.option(
+    "--embed-internal",
+    type=click.Choice(["mean", "text"]),
+    default="mean",
+    show_default=True,
+    help="Tree nodes without a row: mean of descendants, or text.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
 @click.pass_obj
 def import_(
@@ -136,7 +162,7 @@ def list_(state: CliState, as_json: bool) -> None:
     elif sets:
         print_table(["name", "version", "labels", "depth", "model"], [_row(s) for s in sets])
     else:
-        info("no label sets yet: add one with `zsindex labels add NAME --labels \"a,b\"`")
+        info('no label sets yet: add one with `zsindex labels add NAME --labels "a,b"`')
 
 
 @labels.command("show")
@@ -171,8 +197,14 @@ def history(state: CliState, name: str, as_json: bool) -> None:
         print_table(
             ["version", "labels", "model", "created", "current", "digest"],
             [
-                [v.version, v.num_labels, v.model, v.created_at, "*" if v.current else "",
-                 v.digest[:12]]
+                [
+                    v.version,
+                    v.num_labels,
+                    v.model,
+                    v.created_at,
+                    "*" if v.current else "",
+                    v.digest[:12],
+                ]
                 for v in versions
             ],
         )
@@ -211,12 +243,13 @@ def plugins(state: CliState, as_json: bool) -> None:
 
     found = list_plugins(state.settings.plugins)
     rows = [
-        {"name": p.name, "distribution": p.distribution, "version": p.version,
-         "allowed": p.allowed}
+        {"name": p.name, "distribution": p.distribution, "version": p.version, "allowed": p.allowed}
         for p in found
     ]
     if as_json:
         print_json(rows)
     else:
-        print_table(["name", "distribution", "version", "allowed"],
-                    [[r["name"], r["distribution"], r["version"], r["allowed"]] for r in rows])
+        print_table(
+            ["name", "distribution", "version", "allowed"],
+            [[r["name"], r["distribution"], r["version"], r["allowed"]] for r in rows],
+        )

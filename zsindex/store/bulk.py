@@ -38,15 +38,14 @@ def _rows(version_id: int, labels: LabelColumns) -> Iterator[tuple[Any, ...]]:
 
 def insert_labels(conn: Connection, version_id: int, labels: LabelColumns) -> None:
     """Insert every label of a version inside the caller's transaction."""
-    dbapi = conn.connection.driver_connection
+    dbapi: Any = conn.connection.driver_connection
     if conn.dialect.name == "postgresql":
-        with dbapi.cursor() as cur, cur.copy(  # type: ignore[union-attr]
-            f"COPY labels ({', '.join(_COLUMNS)}) FROM STDIN"
-        ) as copy:
+        copy_sql = f"COPY labels ({', '.join(_COLUMNS)}) FROM STDIN"
+        with dbapi.cursor() as cur, cur.copy(copy_sql) as copy:
             for row in _rows(version_id, labels):
                 copy.write_row(row)
         return
-    cur = dbapi.cursor()  # type: ignore[union-attr]
+    cur = dbapi.cursor()
     try:
         cur.executemany(
             f"INSERT INTO labels ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -58,17 +57,17 @@ def insert_labels(conn: Connection, version_id: int, labels: LabelColumns) -> No
 
 def load_labels(conn: Connection, version_id: int) -> LabelColumns:
     """Load a version's labels in position order as columns."""
-    dbapi = conn.connection.driver_connection
+    dbapi: Any = conn.connection.driver_connection
     sql = (
         "SELECT name, prompts, parent_position, depth, rank FROM labels "
         "WHERE version_id = {p} ORDER BY position"
     )
     if conn.dialect.name == "postgresql":
-        with dbapi.cursor() as cur:  # type: ignore[union-attr]
+        with dbapi.cursor() as cur:
             cur.execute(sql.format(p="%s"), (version_id,))
             rows = cur.fetchall()
     else:
-        cur = dbapi.cursor()  # type: ignore[union-attr]
+        cur = dbapi.cursor()
         try:
             cur.execute(sql.format(p="?"), (version_id,))
             rows = cur.fetchall()

@@ -48,7 +48,9 @@ class ModelRow(Base):
     """One encoder model: the embeddings of a label-set version belong to exactly one."""
 
     __tablename__ = "models"
-    __table_args__ = (UniqueConstraint("name", "pretrained", "weights_sha256", name="uq_models_identity"),)
+    __table_args__ = (
+        UniqueConstraint("name", "pretrained", "weights_sha256", name="uq_models_identity"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))

@@ -43,7 +43,9 @@ class LabelColumns:
         return len(self.names)
 
     @classmethod
-    def flat(cls, names: list[str], prompts: list[tuple[str, ...] | None] | None = None) -> LabelColumns:
+    def flat(
+        cls, names: list[str], prompts: list[tuple[str, ...] | None] | None = None
+    ) -> LabelColumns:
         n = len(names)
         return cls(
             names=list(names),

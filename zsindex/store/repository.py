@@ -22,7 +22,6 @@ from zsindex.store import bulk, migrate
 from zsindex.store.engine import make_engine, read_transaction, write_transaction
 from zsindex.store.models import (
     EmbeddingChunkRow,
-    LabelRow,
     LabelSetRow,
     LabelSetVersionRow,
     ModelRow,
@@ -73,7 +72,9 @@ class Store:
     def _upsert_model(self, conn: Connection, spec: ModelSpec) -> ModelRecord:
         key = (spec.name, spec.pretrained or "", spec.weights_sha256)
         query = select(ModelRow).where(
-            ModelRow.name == key[0], ModelRow.pretrained == key[1], ModelRow.weights_sha256 == key[2]
+            ModelRow.name == key[0],
+            ModelRow.pretrained == key[1],
+            ModelRow.weights_sha256 == key[2],
         )
         row = conn.execute(query).first()
         if row is None:
@@ -102,9 +103,7 @@ class Store:
         """
         n = len(new.labels)
         if new.embeddings.shape != (n, new.model.dim):
-            raise ValueError(
-                f"embeddings shape {new.embeddings.shape} != ({n}, {new.model.dim})"
-            )
+            raise ValueError(f"embeddings shape {new.embeddings.shape} != ({n}, {new.model.dim})")
         matrix = np.ascontiguousarray(new.embeddings, dtype=np.dtype(new.dtype))
         depth = int(new.labels.depths.max()) if n else 0
         for attempt in range(3):
@@ -205,7 +204,9 @@ class Store:
                 select(LabelSetRow.id).where(LabelSetRow.name == name)
             ).scalar()
             if labelset_id is None:
-                raise NotFoundError(f"label set {name!r} does not exist (see `zsindex labels list`)")
+                raise NotFoundError(
+                    f"label set {name!r} does not exist (see `zsindex labels list`)"
+                )
             # Break the pointer first: the cascade then never meets a dangling reference.
             conn.execute(
                 update(LabelSetRow)
@@ -281,7 +282,7 @@ class Store:
                     LabelSetRow.current_version_id.is_not(None)
                 )
             ).all()
-        return {name: int(vid) for name, vid in rows}
+        return {name: int(vid) for name, vid in rows if vid is not None}
 
     def history(self, name: str) -> list[VersionRecord]:
         """All versions of ``name``, oldest first."""
@@ -311,7 +312,7 @@ class Store:
             ).first()
             if meta is None:
                 raise NotFoundError(f"label-set version id {version_id} does not exist")
-            n, dim, dtype = meta
+            n, dim, dtype = (int(meta[0]), int(meta[1]), str(meta[2]))
             out = np.empty((n, dim), dtype=np.dtype(dtype))
             for start, count, data in self._iter_chunks(conn, version_id):
                 out[start : start + count] = np.frombuffer(data, dtype=out.dtype).reshape(
@@ -319,13 +320,9 @@ class Store:
                 )
         return out
 
-    def _iter_chunks(
-        self, conn: Connection, version_id: int
-    ) -> Iterator[tuple[int, int, bytes]]:
+    def _iter_chunks(self, conn: Connection, version_id: int) -> Iterator[tuple[int, int, bytes]]:
         result = conn.execution_options(yield_per=4).execute(
-            select(
-                EmbeddingChunkRow.start_row, EmbeddingChunkRow.num_rows, EmbeddingChunkRow.data
-            )
+            select(EmbeddingChunkRow.start_row, EmbeddingChunkRow.num_rows, EmbeddingChunkRow.data)
             .where(EmbeddingChunkRow.version_id == version_id)
             .order_by(EmbeddingChunkRow.chunk_index)
         )
