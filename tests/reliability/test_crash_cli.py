@@ -1,0 +1,145 @@
+"""C1: SIGKILL the CLI at random points while it registers label sets; nothing half-written.
+
+Each round starts ``zsindex labels import`` of a large-enough matrix in a subprocess, kills it
+with SIGKILL after a random delay, then checks the store: invariants hold, the label set is
+either at its previous version or at a complete new one, and a registration the process
+acknowledged (printed) before dying is present. The fast tier runs a few rounds per backend;
+``make test-slow`` runs 25 per backend.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zsindex.store.check import check_store
+from zsindex.store.repository import Store
+
+ROWS = 60_000
+DIM = 64
+
+
+def _env(db_url: str, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZSINDEX_")}
+    env.update(ZSINDEX_DATABASE_URL=db_url, ZSINDEX_HOME=str(home))
+    return env
+
+
+def _zsindex(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from zsindex.cli.main import main; main()", *args]
+
+
+def _kill_rounds(db_url: str, home: Path, model: str, tmp: Path, rounds: int) -> dict[str, int]:
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((ROWS, DIM)).astype(np.float32)
+    emb_path = tmp / "emb.npy"
+    np.save(emb_path, matrix)
+    names = tmp / "names.txt"
+    names.write_text("\n".join(f"label {i}" for i in range(ROWS)) + "\n")
+    env = _env(db_url, home)
+    base = subprocess.run(
+        _zsindex(
+            "labels",
+            "import",
+            "crash",
+            "--embeddings",
+            str(emb_path),
+            "--names",
+            str(names),
+            "--model",
+            model,
+        ),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert base.returncode == 0, base.stderr
+    store = Store(db_url)
+    stats = {"kills": 0, "completed": 0, "acknowledged": 0}
+    clock = random.Random(1)
+    # Calibrate: how long a whole registration takes, so kills land anywhere inside it.
+    start = time.monotonic()
+    subprocess.run(
+        _zsindex(
+            "labels",
+            "import",
+            "calib",
+            "--embeddings",
+            str(emb_path),
+            "--names",
+            str(names),
+            "--model",
+            model,
+        ),
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )
+    duration = time.monotonic() - start
+    for _ in range(rounds):
+        before = store.current("crash").version
+        proc = subprocess.Popen(
+            _zsindex(
+                "labels",
+                "import",
+                "crash",
+                "--embeddings",
+                str(emb_path),
+                "--names",
+                str(names),
+                "--model",
+                model,
+            ),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(clock.uniform(0.2, duration * 1.1))
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+        acknowledged = "imported crash version" in err
+        if proc.returncode == -signal.SIGKILL:
+            stats["kills"] += 1
+        else:
+            stats["completed"] += 1
+        stats["acknowledged"] += acknowledged
+        report = check_store(store)
+        assert report.ok, report.problems
+        after = store.current("crash")
+        assert after.version in (before, before + 1)
+        if acknowledged:
+            assert after.version == before + 1
+        assert after.num_labels == ROWS
+        assert len(store.load_labels(after.version_id)) == ROWS
+        assert store.load_embeddings(after.version_id).shape == (ROWS, DIM)
+    store.close()
+    return stats
+
+
+@pytest.mark.parametrize("rounds", [4])
+def test_sigkill_during_cli_registration(
+    db_url: str, tmp_path: Path, random_model: str, rounds: int
+) -> None:
+    stats = _kill_rounds(db_url, tmp_path / "home", random_model, tmp_path, rounds)
+    print(f"C1 CLI {db_url.split(':')[0]}: {stats}")
+    assert stats["kills"] + stats["completed"] == rounds
+
+
+@pytest.mark.slow
+def test_sigkill_during_cli_registration_soak(
+    db_url: str, tmp_path: Path, random_model: str
+) -> None:
+    stats = _kill_rounds(db_url, tmp_path / "home", random_model, tmp_path, 25)
+    print(f"C1 CLI {db_url.split(':')[0]}: {stats}")
+    assert stats["kills"] >= 20
