@@ -1,0 +1,243 @@
+"""Label embeddings: parity with open_clip.build_zero_shot_classifier, trimming, cache."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from enc_helpers import Bundle
+
+from zsindex.encoders import Encoder, MemoryTextEmbeddingCache, load_encoder, model_cache_stats
+from zsindex.errors import InvalidInputError
+
+LABELS = [
+    "tench",
+    "great white shark",
+    "cock",
+    "American robin",
+    "spotted salamander",
+    "loggerhead sea turtle",
+    "European green lizard",
+    "a label with quite a few words so that its prompts are clearly longer than the others",
+    "yellow lady's slipper",
+    "dog",
+    "cat",
+]
+TEMPLATES = ["itap of a {}.", "a bad photo of the {}.", "a {} in a video game."]
+LONG = "very " * 80 + "long label"
+
+
+def reference(bundle: Bundle, labels: list[str], templates: list[str]) -> np.ndarray:
+    import open_clip
+
+    weights = open_clip.build_zero_shot_classifier(
+        bundle.model,
+        bundle.tokenizer,
+        labels,
+        templates,
+        num_classes_per_batch=10,
+        device="cpu",
+        use_tqdm=False,
+    )
+    return weights.T.numpy()
+
+
+def encoder_for(bundle: Bundle, name: str = "custom") -> Encoder:
+    return Encoder.from_open_clip(bundle.model, bundle.tokenizer, bundle.preprocess, name=name)
+
+
+class ForwardCounter:
+    """Counts forward passes of the text transformer through a real torch hook."""
+
+    def __init__(self, module: Any) -> None:
+        self.calls = 0
+        self.lengths: list[int] = []
+        self._handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, _module: Any, args: Any, _out: Any) -> None:
+        self.calls += 1
+        self.lengths.append(int(args[0].shape[1]))
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+def text_transformer(model: Any) -> Any:
+    return model.text.transformer if hasattr(model, "text") else model.transformer
+
+
+@pytest.mark.parametrize("fixture", ["vitb32", "tiny_clip", "siglip_like", "custom_causal"])
+def test_parity_with_open_clip(fixture: str, request: pytest.FixtureRequest) -> None:
+    bundle: Bundle = request.getfixturevalue(fixture)
+    labels = LABELS if fixture != "vitb32" else LABELS[:8]
+    out = encoder_for(bundle).encode_labels(labels, TEMPLATES)
+    ref = reference(bundle, labels, TEMPLATES)
+    assert out.embeddings.dtype == np.float32
+    assert out.embeddings.shape == ref.shape
+    assert np.abs(out.embeddings - ref).max() < 1e-5
+    np.testing.assert_allclose(np.linalg.norm(out.embeddings, axis=1), 1.0, atol=1e-5)
+
+
+def test_tower_detection(
+    vitb32: Bundle, tiny_clip: Bundle, siglip_like: Bundle, custom_causal: Bundle
+) -> None:
+    from zsindex.encoders.towers import detect_tower
+
+    assert detect_tower(vitb32.model) is not None
+    assert detect_tower(tiny_clip.model) is not None
+    assert detect_tower(custom_causal.model) is not None
+    assert detect_tower(siglip_like.model) is None  # bidirectional, last-token pooled
+
+
+def test_siglip_like_runs_full_context_and_keeps_bias(siglip_like: Bundle) -> None:
+    enc = encoder_for(siglip_like)
+    counter = ForwardCounter(text_transformer(siglip_like.model))
+    try:
+        enc.encode_labels(["dog", "cat"], ["a {}"])
+    finally:
+        counter.close()
+    assert counter.lengths and set(counter.lengths) == {24}
+    assert enc.info.logit_bias == pytest.approx(-10.0)
+    assert enc.info.logit_scale == pytest.approx(siglip_like.model.logit_scale.exp().item())
+
+
+@pytest.mark.parametrize("fixture", ["vitb32", "tiny_clip", "custom_causal"])
+def test_trimmed_forward_equals_full_context(fixture: str, request: pytest.FixtureRequest) -> None:
+    import torch
+
+    from zsindex.encoders.text import encode_prompts, tokenize
+
+    bundle: Bundle = request.getfixturevalue(fixture)
+    prompts = ["a", "a photo of a dog.", LONG, "x " * 30, "cat", "the " * 12 + "end"]
+    tokens, truncated = tokenize(bundle.tokenizer, prompts)
+    assert truncated.tolist() == [False, False, True, False, False, False]
+    counter = ForwardCounter(text_transformer(bundle.model))
+    try:
+        trimmed = encode_prompts(bundle.model, tokens, batch_size=2)
+    finally:
+        counter.close()
+    # sorted by length, batched in pairs, each batch cut to its longest real sequence:
+    # ("a", "cat") -> 3 tokens, ("a photo of a dog.", "the ... end") -> 15, ("x x ...", LONG) -> 77
+    assert sorted(counter.lengths) == [3, 15, 77]
+    with torch.no_grad():
+        full = bundle.model.encode_text(tokens, normalize=True)
+    assert (trimmed - full).abs().max().item() < 1e-5
+
+
+def test_clip_benchmark_templates_match(tiny_clip: Bundle) -> None:
+    enc = encoder_for(tiny_clip)
+    braces = enc.encode_labels(LABELS, TEMPLATES).embeddings
+    named = enc.encode_labels(LABELS, [t.replace("{}", "{c}") for t in TEMPLATES]).embeddings
+    assert np.array_equal(braces, named)
+
+
+def test_per_label_prompts(tiny_clip: Bundle) -> None:
+    import torch
+
+    enc = encoder_for(tiny_clip)
+    own = ["a small dog", "a photo of a puppy", "a dog running"]
+    out = enc.encode_labels(["dog", "cat"], TEMPLATES, prompts=[own, None])
+    with torch.no_grad():
+        e = tiny_clip.model.encode_text(tiny_clip.tokenizer(own), normalize=True).mean(dim=0)
+    expected = (e / e.norm()).numpy()
+    assert np.abs(out.embeddings[0] - expected).max() < 1e-5
+    assert np.abs(out.embeddings[1] - reference(tiny_clip, ["cat"], TEMPLATES)[0]).max() < 1e-5
+
+
+def test_dedup_keeps_template_weights(tiny_clip: Bundle) -> None:
+    enc = encoder_for(tiny_clip)
+    labels = ["dog", "cat", "dog", "missile", "missile"]
+    templates = ["a {}", "a {}", "the {}."]  # duplicate template: counted twice, as open_clip does
+    counter = ForwardCounter(text_transformer(tiny_clip.model))
+    try:
+        out = enc.encode_labels(labels, templates)
+    finally:
+        counter.close()
+    assert out.num_prompts == 6  # 3 distinct labels x 2 distinct prompts
+    assert counter.calls == 1  # one batch across labels
+    assert np.array_equal(out.embeddings[0], out.embeddings[2])
+    assert np.abs(out.embeddings - reference(tiny_clip, labels, templates)).max() < 1e-5
+
+
+def test_truncation_warning_count_and_strict(
+    tiny_clip: Bundle, caplog: pytest.LogCaptureFixture
+) -> None:
+    enc = encoder_for(tiny_clip)
+    labels = ["dog", LONG, "cat"]
+    with caplog.at_level(logging.WARNING, logger="zsindex.encoders.text"):
+        out = enc.encode_labels(labels, TEMPLATES)
+    assert out.num_truncated == len(TEMPLATES)
+    assert out.truncated_labels == (1,)
+    assert "truncated" in caplog.text and "very very" in caplog.text
+    assert np.abs(out.embeddings - reference(tiny_clip, labels, TEMPLATES)).max() < 1e-5
+    with pytest.raises(InvalidInputError, match="very very"):
+        enc.encode_labels(labels, TEMPLATES, strict=True)
+    assert enc.encode_labels(["dog"], TEMPLATES, strict=True).num_truncated == 0
+
+
+def test_cache_hit_encodes_nothing(tiny_clip: Bundle) -> None:
+    enc = encoder_for(tiny_clip)
+    cache = MemoryTextEmbeddingCache()
+    first = enc.encode_labels(LABELS, TEMPLATES, cache=cache)
+    assert first.num_encoded == len(LABELS) and len(cache) == len(LABELS)
+    counter = ForwardCounter(text_transformer(tiny_clip.model))
+    try:
+        again = enc.encode_labels(LABELS, TEMPLATES, cache=cache)
+        assert counter.calls == 0
+        assert again.num_cached == len(LABELS) and again.num_encoded == 0
+        assert np.array_equal(again.embeddings, first.embeddings)
+        # two new labels: only they are encoded
+        more = enc.encode_labels([*LABELS, "zebra", "okapi"], TEMPLATES, cache=cache)
+        assert more.num_encoded == 2 and more.num_prompts == 2 * len(TEMPLATES)
+        assert counter.calls == 1
+        # other templates are another cache entry
+        enc.encode_labels(LABELS[:2], ["{}"], cache=cache)
+        assert counter.calls == 2
+    finally:
+        counter.close()
+    ref = reference(tiny_clip, [*LABELS, "zebra", "okapi"], TEMPLATES)
+    assert np.abs(more.embeddings - ref).max() < 1e-5
+
+
+def test_strict_checks_cached_labels_too(tiny_clip: Bundle) -> None:
+    enc = encoder_for(tiny_clip)
+    cache = MemoryTextEmbeddingCache()
+    enc.encode_labels(["dog", LONG], TEMPLATES, cache=cache)
+    cached = enc.encode_labels(["dog", LONG], TEMPLATES, cache=cache)
+    assert cached.num_cached == 2 and not cached.truncation_complete
+    checked = enc.encode_labels(["dog", LONG], TEMPLATES, cache=cache, check_cached_truncation=True)
+    assert checked.num_truncated == len(TEMPLATES) and checked.truncation_complete
+    with pytest.raises(InvalidInputError):
+        enc.encode_labels(["dog", LONG], TEMPLATES, cache=cache, strict=True)
+
+
+def test_cached_rebuild_does_not_load_the_model(tiny_dir: Path, fresh_caches: Any) -> None:
+    cache = MemoryTextEmbeddingCache()
+    enc = load_encoder(f"local-dir:{tiny_dir}", device="cpu")
+    assert not enc.is_loaded
+    first = enc.encode_labels(LABELS, TEMPLATES, cache=cache)
+    assert enc.is_loaded
+    fresh_caches()  # forget loaded models, as a new process would
+    built = model_cache_stats()["models_built"]
+    enc2 = load_encoder(f"local-dir:{tiny_dir}", device="cpu")
+    again = enc2.encode_labels(LABELS, TEMPLATES, cache=cache)
+    assert not enc2.is_loaded and model_cache_stats()["models_built"] == built
+    assert again.num_cached == len(LABELS)
+    assert np.array_equal(again.embeddings, first.embeddings)
+
+
+def test_progress_and_raw_texts(tiny_clip: Bundle) -> None:
+    enc = encoder_for(tiny_clip)
+    seen: list[tuple[int, int]] = []
+    enc.encode_labels(LABELS, TEMPLATES, progress=lambda d, t: seen.append((d, t)))
+    n = len(LABELS) * len(TEMPLATES)
+    assert seen and seen[-1] == (n, n)
+    assert all(a <= b for (a, _), (b, _) in itertools.pairwise(seen))
+    raw = enc.encode_texts(["a photo of a dog."])
+    assert raw.shape == (1, 32)
+    with pytest.raises(InvalidInputError):
+        enc.encode_labels([], TEMPLATES)

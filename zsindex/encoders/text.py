@@ -1,0 +1,341 @@
+"""Label embeddings: templates × labels → prompts → text tower → per-label mean → L2 norm.
+
+The numbers equal ``open_clip.build_zero_shot_classifier`` (transposed) within 1e-5 in fp32; the
+speed comes from (1) deduplicating prompts, (2) batching across labels, (3) sorting prompts by
+token length and running causal end-pooled towers only as long as each batch's longest real
+sequence (see :mod:`zsindex.encoders.towers`), (4) ``torch.inference_mode`` and fp16 autocast on
+GPU, and (5) the embedding cache, checked before the model is needed.
+
+Nothing here imports torch at module level.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from zsindex.encoders.cache import TextEmbeddingCache
+from zsindex.encoders.info import ModelInfo
+from zsindex.encoders.prompts import build_prompts, label_key, templates_digest
+from zsindex.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["TextEncoding", "encode_label_prompts", "encode_labels", "encode_prompts", "tokenize"]
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+DEFAULT_TEXT_BATCH = 1024
+DEFAULT_TOKEN_BUDGET = 16384
+
+
+@dataclass(frozen=True)
+class TextEncoding:
+    """The result of :meth:`Encoder.encode_labels`.
+
+    Attributes:
+        embeddings: float32 ``[num_labels, dim]``, each row L2-normalised, in label order.
+        num_truncated: prompts longer than the context (truncated as open_clip does), counted over
+            the labels tokenized in this call (see ``truncation_complete``).
+        truncated_labels: indices of labels with at least one truncated prompt (same scope).
+        num_encoded: labels whose embedding was computed by the model in this call.
+        num_cached: labels taken from the cache.
+        num_prompts: distinct prompts run through the text tower.
+        truncation_complete: ``False`` when labels served from the cache were not re-tokenized
+            (their truncation was counted when they were first encoded), ``True`` otherwise.
+    """
+
+    embeddings: np.ndarray
+    num_truncated: int
+    truncated_labels: tuple[int, ...]
+    num_encoded: int
+    num_cached: int
+    num_prompts: int
+    truncation_complete: bool
+
+
+class TextRuntime(Protocol):
+    """What :func:`encode_labels` needs from an encoder (implemented by ``Encoder``)."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def text_parts(self) -> tuple[Any, Callable[..., Any], str, str]:
+        """``(model, tokenizer, device, precision)``; loads the model."""
+        ...
+
+    def text_tokenizer(self) -> Callable[..., Any]:
+        """The tokenizer alone; never loads model weights."""
+        ...
+
+
+def tokenize(
+    tokenizer: Callable[..., Any], prompts: Sequence[str]
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Tokenize as open_clip does and flag the prompts the tokenizer truncated.
+
+    Returns:
+        ``(tokens [n, context] long, truncated bool [n])``. A row is truncated when re-tokenizing
+        it with one more position of context yields a non-padding token in that position.
+    """
+    tokens = tokenizer(list(prompts))
+    ctx = int(tokens.shape[1])
+    pad = tokenizer([""])[0, -1]
+    full = (tokens[:, -1] != pad).nonzero().flatten().tolist()
+    truncated = np.zeros(len(prompts), dtype=bool)
+    if full:
+        try:
+            longer = tokenizer([prompts[i] for i in full], context_length=ctx + 1)
+        except TypeError:  # a tokenizer without a context_length override: count every full row
+            truncated[full] = True
+        else:
+            for row, i in enumerate(full):
+                truncated[i] = bool(longer[row, ctx] != pad)
+    return tokens, truncated
+
+
+def _autocast(device: str, precision: str) -> Any:
+    import contextlib
+
+    import torch
+
+    if device.startswith("cuda") and precision in ("auto", "fp16", "bf16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def _batches(lengths: list[int], max_batch: int, token_budget: int) -> list[tuple[int, int]]:
+    """Greedy ``[start, end)`` ranges over ascending ``lengths``: ≤ max_batch rows and
+    rows × longest ≤ token_budget (at least one row per batch)."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    n = len(lengths)
+    while start < n:
+        end = start + 1
+        while (
+            end < n and end - start < max_batch and (end - start + 1) * lengths[end] <= token_budget
+        ):
+            end += 1
+        out.append((start, end))
+        start = end
+    return out
+
+
+def encode_prompts(
+    model: Any,
+    tokens: torch.Tensor,
+    *,
+    device: str = "cpu",
+    precision: str = "auto",
+    batch_size: int = DEFAULT_TEXT_BATCH,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    trim: bool = True,
+    progress: ProgressFn | None = None,
+) -> torch.Tensor:
+    """L2-normalised float32 features ``[n, dim]`` (on CPU) of tokenized prompts, in input order.
+
+    Args:
+        model: an open_clip model (``encode_text``).
+        tokens: ``[n, context]`` token ids.
+        device: where to run.
+        precision: ``auto``/``fp16``/``bf16`` autocast on CUDA; ``fp32`` (or any CPU run) is exact.
+        batch_size: most prompts per forward.
+        token_budget: most (prompts × tokens) per forward; with trimming, short prompts batch
+            wider.
+        trim: run causal end-pooled towers at each batch's real length (exact; see towers).
+        progress: called with ``(prompts done, prompts total)`` after each batch.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from zsindex.encoders.towers import detect_tower, encode_trimmed, needed_lengths
+
+    n = int(tokens.shape[0])
+    if n == 0:
+        raise InvalidInputError("no prompts to encode")
+    tower = detect_tower(model) if trim else None
+    if tower is not None:
+        lengths = needed_lengths(tokens, tower)
+        order = torch.argsort(lengths, stable=True)
+        sorted_len = lengths[order].tolist()
+    else:
+        order = torch.arange(n)
+        sorted_len = [int(tokens.shape[1])] * n
+    out: torch.Tensor | None = None
+    done = 0
+    with torch.inference_mode(), _autocast(device, precision):
+        for start, end in _batches(sorted_len, max(1, batch_size), max(1, token_budget)):
+            idx = order[start:end]
+            batch = tokens[idx]
+            if tower is not None:
+                batch = batch[:, : sorted_len[end - 1]]
+                feats = encode_trimmed(tower, batch.to(device))
+            else:
+                feats = model.encode_text(batch.to(device), normalize=False)
+            feats = F.normalize(feats.float(), dim=-1).cpu()
+            if out is None:
+                out = torch.empty((n, feats.shape[1]), dtype=torch.float32)
+            out[idx] = feats
+            done += end - start
+            if progress is not None:
+                progress(done, n)
+    assert out is not None
+    return out
+
+
+def encode_label_prompts(
+    prompt_emb: torch.Tensor, label_prompt_ids: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """Per label: mean of its prompts' normalised embeddings, L2-normalised again (float32)."""
+    import torch
+
+    out = torch.empty((len(label_prompt_ids), prompt_emb.shape[1]), dtype=torch.float32)
+    groups: dict[int, list[int]] = {}
+    for i, ids in enumerate(label_prompt_ids):
+        groups.setdefault(len(ids), []).append(i)
+    for _, rows in groups.items():
+        idx = torch.tensor([list(label_prompt_ids[r]) for r in rows], dtype=torch.long)
+        mean = prompt_emb[idx].mean(dim=1)
+        out[torch.tensor(rows, dtype=torch.long)] = mean / mean.norm(dim=1, keepdim=True)
+    return out
+
+
+def _valid_vector(vec: Any, dim: int) -> np.ndarray | None:
+    arr = np.asarray(vec, dtype=np.float32).reshape(-1)
+    if arr.shape != (dim,) or not np.all(np.isfinite(arr)):
+        return None
+    return arr
+
+
+def _report_truncation(
+    labels: Sequence[str],
+    truncated_labels: list[int],
+    num_truncated: int,
+    context: int,
+    strict: bool,
+) -> None:
+    if not num_truncated:
+        return
+    names = ", ".join(
+        repr(labels[i] if len(labels[i]) <= 60 else labels[i][:57] + "...")
+        for i in truncated_labels[:5]
+    )
+    more = "" if len(truncated_labels) <= 5 else f" and {len(truncated_labels) - 5} more"
+    if strict:
+        raise InvalidInputError(
+            f"{num_truncated} prompt(s) exceed the model's context of {context} tokens, "
+            f"for label(s) {names}{more}; shorten them or drop --strict to truncate"
+        )
+    log.warning(
+        "%d prompt(s) exceed the model's context of %d tokens and were truncated (labels %s%s)",
+        num_truncated,
+        context,
+        names,
+        more,
+    )
+
+
+def encode_labels(
+    runtime: TextRuntime,
+    labels: Sequence[str],
+    templates: Sequence[str] | None,
+    *,
+    prompts: Sequence[Sequence[str] | None] | None = None,
+    cache: TextEmbeddingCache | None = None,
+    progress: ProgressFn | None = None,
+    strict: bool = False,
+    check_cached_truncation: bool = False,
+    batch_size: int = DEFAULT_TEXT_BATCH,
+) -> TextEncoding:
+    """Embed labels; see :meth:`zsindex.encoders.Encoder.encode_labels`."""
+    per_label = build_prompts(labels, templates, prompts)
+    n = len(per_label)
+    if n == 0:
+        raise InvalidInputError("no labels to encode")
+    keys = [
+        label_key(label, None if prompts is None or prompts[i] is None else per_label[i])
+        for i, label in enumerate(labels)
+    ]
+    first_of: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        first_of.setdefault(key, i)
+
+    found: dict[str, np.ndarray] = {}
+    fingerprint = digest = ""
+    dim = 0
+    if cache is not None:
+        info = runtime.info
+        fingerprint, digest, dim = info.fingerprint, templates_digest(templates), info.dim
+        for key, vec in cache.get_many(fingerprint, digest, list(first_of)).items():
+            arr = _valid_vector(vec, dim)
+            if arr is not None and key in first_of:
+                found[key] = arr
+    missing_keys = [k for k in first_of if k not in found]
+    check_all = strict or check_cached_truncation or not found
+    tokenize_keys = list(first_of) if check_all else missing_keys
+
+    truncated_labels: list[int] = []
+    num_truncated = 0
+    prompt_emb: torch.Tensor | None = None
+    label_ids: list[list[int]] = []
+    uniq: list[str] = []
+    if tokenize_keys:
+        # Distinct prompts of the labels to tokenize, each once.
+        pos: dict[str, int] = {}
+        key_ids: dict[str, list[int]] = {}
+        for key in tokenize_keys:
+            ids = []
+            for p in per_label[first_of[key]]:
+                if p not in pos:
+                    pos[p] = len(uniq)
+                    uniq.append(p)
+                ids.append(pos[p])
+            key_ids[key] = ids
+        tokenizer = runtime.text_tokenizer() if not missing_keys else runtime.text_parts()[1]
+        tokens, trunc = tokenize(tokenizer, uniq)
+        context = int(tokens.shape[1])
+        bad_keys = {k for k, ids in key_ids.items() if trunc[ids].any()}
+        truncated_labels = [i for i, k in enumerate(keys) if k in bad_keys]
+        num_truncated = sum(int(trunc[key_ids[keys[i]]].sum()) for i in truncated_labels)
+        _report_truncation(labels, truncated_labels, num_truncated, context, strict)
+        if missing_keys:
+            model, _, device, precision = runtime.text_parts()
+            need = sorted({i for k in missing_keys for i in key_ids[k]})
+            remap = {old: new for new, old in enumerate(need)}
+            prompt_emb = encode_prompts(
+                model,
+                tokens[need],
+                device=device,
+                precision=precision,
+                batch_size=batch_size,
+                progress=progress,
+            )
+            label_ids = [[remap[i] for i in key_ids[k]] for k in missing_keys]
+            uniq = [uniq[i] for i in need]
+
+    if missing_keys:
+        assert prompt_emb is not None
+        vecs = encode_label_prompts(prompt_emb, label_ids).numpy()
+        new = {k: vecs[j] for j, k in enumerate(missing_keys)}
+        if cache is not None:
+            cache.put_many(fingerprint, digest, new)
+        found.update(new)
+    emb = np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+    missing_set = set(missing_keys)
+    num_encoded = sum(1 for k in keys if k in missing_set)
+    return TextEncoding(
+        embeddings=emb,
+        num_truncated=num_truncated,
+        truncated_labels=tuple(truncated_labels),
+        num_encoded=num_encoded,
+        num_cached=n - num_encoded,
+        num_prompts=len(uniq) if missing_keys else 0,
+        truncation_complete=check_all,
+    )
