@@ -10,14 +10,13 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from zsindex.config import Settings
-from zsindex.errors import ImageError, InvalidInputError, ZsindexError
+from zsindex.errors import InvalidInputError
 from zsindex.results import ClassificationResult, LabelSetInfo
 
 if TYPE_CHECKING:
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE_SET = "simple-7"
-DECODE_THREADS = 2
 
 
 class LocalBackend:
@@ -387,27 +385,39 @@ class LocalBackend:
     def classify_files(
         self, items: Sequence[tuple[str, Path]], *, labelset: str, **opts: Any
     ) -> list[ClassificationResult]:
-        """Classify files in order; a file that fails becomes a result with ``error`` set."""
+        """Classify files in order; a file that fails becomes a result with ``error`` set.
+
+        Decoding (JPEG draft mode, parallel workers) overlaps the encoder's forward passes.
+        """
         loaded = self.resolve(labelset)
-        with ThreadPoolExecutor(DECODE_THREADS) as pool:
-            decoded = list(pool.map(lambda it: _try_load(self, it[1], it[0]), items))
-        ok = [i for i, d in enumerate(decoded) if not isinstance(d, ZsindexError)]
-        results: list[ClassificationResult | None] = [None] * len(items)
-        if ok:
-            emb = self.encode_images(loaded, [decoded[i] for i in ok])  # type: ignore[misc]
-            answers = self.classify_embeddings(loaded, emb, [items[i][0] for i in ok], **opts)
-            for i, answer in zip(ok, answers, strict=True):
-                results[i] = answer
-        for i, d in enumerate(decoded):
-            if isinstance(d, ZsindexError):
-                results[i] = ClassificationResult(
-                    image=items[i][0],
-                    labelset=loaded.name,
-                    version=loaded.version,
-                    predictions=[],
-                    error=d.message,
+        model = loaded.record.model
+        encoding = self.encoder(model.name, model.pretrained).try_encode_images(
+            [path for _, path in items]
+        )
+        ok = np.flatnonzero(encoding.ok)
+        answers = iter(
+            self.classify_embeddings(
+                loaded, encoding.embeddings[ok], [items[i][0] for i in ok], **opts
+            )
+            if len(ok)
+            else []
+        )
+        results = []
+        for i, (name, _) in enumerate(items):
+            error = encoding.errors.get(i)
+            if error is None:
+                results.append(next(answers))
+            else:
+                results.append(
+                    ClassificationResult(
+                        image=name,
+                        labelset=loaded.name,
+                        version=loaded.version,
+                        predictions=[],
+                        error=error.message,
+                    )
                 )
-        return [r for r in results if r is not None]
+        return results
 
 
 def _names_spec(names: list[str], parents: Sequence[str | int | None] | None) -> LabelSetSpec:
@@ -424,13 +434,6 @@ def _names_spec(names: list[str], parents: Sequence[str | int | None] | None) ->
     refs = resolve_parent_refs(names, list(parents), lambda i: f"parents[{i}]", "parents")
     nodes = [LabelNode(n, parent=r) for n, r in zip(names, refs, strict=True)]
     return validate_spec(spec_from_nodes(nodes, source="import", allow_duplicates=True))
-
-
-def _try_load(backend: LocalBackend, path: Path, name: str) -> Image.Image | ZsindexError:
-    try:
-        return backend.load_image(path, name)
-    except ImageError as exc:
-        return exc
 
 
 def _image_name(source: Any, index: int) -> str:
