@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from zsindex.catalog.loading import cache_dir
 from zsindex.config import Settings
 from zsindex.store.repository import Store
 
 
 def check_caches(settings: Settings, store: Store) -> list[str]:
-    """Problems with on-disk index caches of current versions (none exist yet: empty)."""
-    _ = settings, store
-    return []
+    """Problems with on-disk index cache files (a bad file is also rebuilt on next load)."""
+    from zsindex.index import IndexCache
+
+    _ = store
+    folder = cache_dir(settings)
+    if not folder.is_dir():
+        return []
+    return [
+        f"index cache {path.name}: {reason}"
+        for path, reason in IndexCache(folder).verify_all().items()
+        if reason is not None
+    ]

@@ -103,7 +103,8 @@ def import_rows(
             embeddings=full,
             templates=(),
             digest=digest,
-            dtype="float16",
+            # Keep the precision the user gave: fp16 input stays fp16, anything else fp32.
+            dtype="float16" if matrix.dtype == np.float16 else "float32",
             rank_names=spec.rank_names,
             source=f"import:{Path(source).name}"[:200],
         )

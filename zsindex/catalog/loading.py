@@ -1,21 +1,80 @@
-"""Loading a label-set version for classification (SQL, or a verified on-disk cache)."""
+"""Loading a label-set version for classification: from a verified on-disk cache, or from SQL.
+
+The cache (``ZSINDEX_HOME/cache/index``) holds the search matrix already in storage order (BFS
+for trees), the row names and the tree, keyed by the version's content digest. A missing, stale
+or corrupt file is detected before use and rebuilt from SQL, the source of truth.
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
+import numpy as np
 
 from zsindex.classify.loaded import LoadedLabelSet, arrange
+from zsindex.classify.tree import Tree
 from zsindex.config import Settings
+from zsindex.store.records import VersionRecord
 from zsindex.store.repository import Store
 
 log = logging.getLogger(__name__)
 
+INDEX_SPEC = "exact"
+CACHE_FORMAT = "loaded-v1"
+
+
+def cache_dir(settings: Settings) -> Path:
+    return settings.cache_dir / "index"
+
+
+def _cache_key(record: VersionRecord) -> str:
+    # The digest covers labels, templates and model; the version id pins the exact rows.
+    return f"{record.digest}-{record.version_id}"
+
 
 def load_current(store: Store, name: str, settings: Settings) -> LoadedLabelSet:
-    """Load ``name``'s current version: labels, tree (BFS order) and an exact index."""
-    from zsindex.index.exact import ExactIndex
+    """Load ``name``'s current version (cache first, else SQL and then fill the cache)."""
+    from zsindex.index import IndexCache
 
     record = store.current(name)
+    cache = IndexCache(cache_dir(settings))
+    hit = cache.load(_cache_key(record), INDEX_SPEC)
+    if hit is not None and hit.meta.get("format") == CACHE_FORMAT:
+        extra = hit.extra
+        parents = np.asarray(extra["parents"])
+        tree = Tree.from_bfs_parents(parents, record.rank_names) if hit.meta.get("tree") else None
+        return LoadedLabelSet(
+            record=record,
+            names=list(extra["names"]),
+            tree=tree,
+            index=hit.index,
+            order=np.asarray(extra["order"]),
+        )
+    loaded = load_from_sql(store, record)
+    try:
+        cache.store(
+            _cache_key(record),
+            INDEX_SPEC,
+            loaded.index,
+            extra={
+                "names": loaded.names,
+                "parents": loaded.tree.parents
+                if loaded.tree is not None
+                else np.empty(0, np.int64),
+                "order": loaded.order,
+            },
+            meta={"format": CACHE_FORMAT, "tree": loaded.tree is not None, "labelset": name},
+        )
+    except OSError as exc:  # a read-only or full disk only costs the next cold start
+        log.warning("could not write the index cache for %s: %s", name, exc)
+    return loaded
+
+
+def load_from_sql(store: Store, record: VersionRecord) -> LoadedLabelSet:
+    """Build a loaded label set straight from the store."""
+    from zsindex.index import ExactIndex
+
     columns = store.load_labels(record.version_id)
     matrix = store.load_embeddings(record.version_id)
     order, tree = arrange(columns, record.rank_names)
