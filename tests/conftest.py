@@ -8,10 +8,13 @@ of skipping them.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +125,33 @@ def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def random_model(random_model_dir: Path) -> str:
     """The ``--model`` value of :func:`random_model_dir`."""
     return f"local-dir:{random_model_dir}"
+
+
+# -- the CLI, run in process through its real entry point ---------------------------------------
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def zs(capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
+    from zsindex.cli.main import main
+
+    def run(*args: str) -> Run:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
