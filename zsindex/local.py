@@ -394,7 +394,7 @@ class LocalBackend:
         encoding = self.encoder(model.name, model.pretrained).try_encode_images(
             [path for _, path in items]
         )
-        ok = np.flatnonzero(encoding.ok)
+        ok = np.flatnonzero(encoding.ok).tolist()
         answers = iter(
             self.classify_embeddings(
                 loaded, encoding.embeddings[ok], [items[i][0] for i in ok], **opts
