@@ -161,7 +161,7 @@ def main() -> None:
     for width in (int(b) for b in args.beams.split(",")):
 
         def run(width: int = width) -> list[hierarchy.TreeAnswer]:
-            return hierarchy.beam_search(loaded, queries, depth=depth, beam=width)
+            return hierarchy.beam_search(loaded, queries, depth=depth, beam=width, top=5)
 
         answers = run()
         t_beam = min(_timed(run) for _ in range(args.repeat))

@@ -97,7 +97,7 @@ def classify_embeddings(
         )
     if opts.mode == "beam":
         answers = hierarchy.beam_search(
-            loaded, emb, depth=depth, beam=opts.beam or DEFAULT_BEAM, within=within
+            loaded, emb, depth=depth, beam=opts.beam or DEFAULT_BEAM, within=within, top=opts.k
         )
         return [
             _tree_result(

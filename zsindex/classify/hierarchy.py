@@ -54,15 +54,22 @@ class _Level:
     scores: np.ndarray
 
     def ranked(self, nq: int, *, by_score: bool, limit: int | None) -> _Level:
-        """Sorted per query (best first), at most ``limit`` per query."""
+        """Sorted per query (best first), at most ``limit`` per query.
+
+        Only the kept candidates are sorted: a partial selection per query first (a level can
+        hold hundreds of thousands of candidates, of which a few are kept).
+        """
         key = self.scores if by_score else self.log_probs
-        order = np.lexsort((self.nodes, -key, self.q))
-        q = self.q[order]
-        if limit is not None:
-            starts = np.searchsorted(q, np.arange(nq))
-            rank = np.arange(len(q)) - starts[q]
-            order = order[rank < limit]
-        return _Level(self.q[order], self.nodes[order], self.log_probs[order], self.scores[order])
+        order = np.argsort(self.q, kind="stable")
+        bounds = np.searchsorted(self.q[order], np.arange(nq + 1))
+        pieces = []
+        for i in range(nq):
+            seg = order[bounds[i] : bounds[i + 1]]
+            if limit is not None and len(seg) > limit:
+                seg = seg[np.argpartition(-key[seg], limit - 1)[:limit]]
+            pieces.append(seg[np.lexsort((self.nodes[seg], -key[seg]))])
+        sel = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int64)
+        return _Level(self.q[sel], self.nodes[sel], self.log_probs[sel], self.scores[sel])
 
     def of(self, q: int) -> LevelCandidates:
         a, b = np.searchsorted(self.q, [q, q + 1])
@@ -97,8 +104,10 @@ def beam_search(
     depth: int,
     beam: int,
     within: int | None = None,
+    top: int | None = None,
 ) -> list[TreeAnswer]:
-    """Coarse-then-fine search to ``depth``, keeping ``beam`` nodes per level per query."""
+    """Coarse-then-fine search to ``depth``, keeping ``beam`` nodes per level per query and
+    the ``top`` best (all when ``None``) at the final level."""
     tree = loaded.tree
     assert tree is not None
     matrix, scale, bias = loaded.matrix, loaded.logit_scale, loaded.logit_bias
@@ -124,7 +133,7 @@ def beam_search(
         last = level_depth == depth
         # Prune by path probability; rank the final level by each node's own score, so that a
         # wide enough beam returns exactly what flat search over that level would.
-        level = level.ranked(nq, by_score=last, limit=None if last else beam)
+        level = level.ranked(nq, by_score=last, limit=top if last else beam)
         history.append(level)
         if last:
             break
@@ -219,9 +228,6 @@ def rank_marginals(
     assert tree is not None
     matrix, scale, bias = loaded.matrix, loaded.logit_scale, loaded.logit_bias
     nq = len(emb)
-    # Every logit is at most scale + bias (unit vectors): exp(logit - bound) never overflows,
-    # and in float64 it does not underflow for any real logit scale.
-    bound = scale + bias
     span = tree.level(depth) if within is None else tree.descendant_range(within, depth)
     levels = _leaf_levels(tree, within)
     shallow = np.concatenate(
@@ -230,6 +236,9 @@ def rank_marginals(
     candidates = np.concatenate([shallow, np.arange(span.start, span.stop)]).astype(np.int64)
     mass = np.zeros((nq, len(candidates)), dtype=np.float64)
     total = np.zeros(nq, dtype=np.float64)
+    # A running maximum per query keeps exp() in float32 without overflow or underflow (the
+    # accumulated sums are rescaled whenever it grows, as in an online softmax).
+    run_max = np.full(nq, -np.inf, dtype=np.float32)
     col_of_shallow = {int(n): i for i, n in enumerate(shallow)}
     for leaf_depth, ids in levels:
         parent_probs = (
@@ -237,24 +246,33 @@ def rank_marginals(
             if reweight_by_parent and leaf_depth > 1
             else None
         )
-        n_ids = len(ids)
-        for a in range(0, n_ids, BLOCK_ROWS):
+        for a in range(0, len(ids), BLOCK_ROWS):
             block = ids[a : a + BLOCK_ROWS]
             rows = slice(block.start, block.stop) if isinstance(block, range) else block
-            e = np.exp((scale * _scores(emb, matrix, rows) + bias - bound).astype(np.float64))
+            logits = _scores(emb, matrix, rows)
+            logits *= np.float32(scale)
+            logits += np.float32(bias)
+            new_max = np.maximum(run_max, logits.max(axis=1))
+            grown = new_max > run_max
+            if grown.any():
+                factor = np.exp((run_max[grown] - new_max[grown]).astype(np.float64))
+                mass[grown] *= factor[:, None]
+                total[grown] *= factor
+                run_max = new_max
+            logits -= run_max[:, None]
+            e = np.exp(logits, out=logits)
             block_ids = np.arange(block.start, block.stop) if isinstance(block, range) else block
             if parent_probs is not None:
                 pmap, pstart = parent_probs
                 e *= pmap[:, tree.parents[block_ids] - pstart]
-            total += e.sum(axis=1)
+            total += e.sum(axis=1, dtype=np.float64)
             if leaf_depth < depth:
                 cols = np.array([col_of_shallow[int(n)] for n in block_ids])
                 mass[:, cols] += e
                 continue
             anc = tree.ancestors[block_ids, depth - 1]
             seg = np.flatnonzero(np.r_[True, anc[1:] != anc[:-1]])
-            sums = np.add.reduceat(e, seg, axis=1)
-            mass[:, len(shallow) + (anc[seg] - span.start)] += sums
+            mass[:, len(shallow) + (anc[seg] - span.start)] += np.add.reduceat(e, seg, axis=1)
     probs = mass / np.maximum(total, np.finfo(np.float64).tiny)[:, None]
     return candidates, probs
 
