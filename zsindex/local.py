@@ -158,17 +158,21 @@ class LocalBackend:
         pretrained: str | None = None,
         strict: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        template_files: bool = False,
         **source: Any,
     ) -> LabelSetInfo:
         """Register ``name`` from one source (see :meth:`build_spec`); a new version if it
-        exists and its content changed, else the current version unchanged."""
+        exists and its content changed, else the current version unchanged.
+
+        ``templates`` may name a template file only with ``template_files=True`` (the CLI):
+        remote callers must never make this process open a path."""
         from zsindex.catalog.convert import version_info
         from zsindex.catalog.registration import register_spec
         from zsindex.labels.validate import validate_labelset_name
 
         validate_labelset_name(name)
         spec = self.build_spec(**source)
-        chosen = self._resolve_templates(templates, spec)
+        chosen = self._resolve_templates(templates, spec, allow_files=template_files)
         model, pretrained = self._model_choice(model, pretrained)
         encoder = self.encoder(model, pretrained)
         record = register_spec(
@@ -178,14 +182,14 @@ class LocalBackend:
         return version_info(record)
 
     def _resolve_templates(
-        self, templates: Sequence[str] | str | None, spec: LabelSetSpec
+        self, templates: Sequence[str] | str | None, spec: LabelSetSpec, *, allow_files: bool
     ) -> tuple[str, ...]:
         from zsindex.labels.templates import resolve_templates, template_set, validate_templates
 
         if templates is None:
             return spec.templates or template_set(DEFAULT_TEMPLATE_SET)
         if isinstance(templates, str):
-            return resolve_templates(templates)
+            return resolve_templates(templates, allow_files=allow_files)
         return validate_templates(list(templates))
 
     def import_labelset(
@@ -333,11 +337,11 @@ class LocalBackend:
 
         check_image(source, name_for_errors=name)
 
-    def load_image(self, source: Any, name: str) -> Image.Image:
+    def load_image(self, source: Any, name: str, *, max_pixels: int | None = None) -> Image.Image:
         """Decode one image to RGB (EXIF applied, alpha on white) with the safety checks."""
-        from zsindex.encoders.images import load_image
+        from zsindex.encoders.images import DEFAULT_MAX_PIXELS, load_image
 
-        return load_image(source, name_for_errors=name)
+        return load_image(source, name_for_errors=name, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
 
     def encode_images(self, loaded: LoadedLabelSet, images: list[Image.Image]) -> np.ndarray:
         """L2-normalised image embeddings with the label set's own model."""

@@ -86,6 +86,7 @@ def add(
             allow_duplicates=allow_duplicates,
             strict=strict,
             progress=bar,
+            template_files=True,
         )
     finally:
         bar.close()
