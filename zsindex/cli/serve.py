@@ -30,7 +30,10 @@ def serve(state: CliState, host: str, port: int) -> None:
     """
     # The service is imported only when this command runs (the CLI stays light).
     from zsindex.service.app import create_app
+    from zsindex.service.server import prefer_passive_openmp
     from zsindex.service.server import serve as run_server
+
+    prefer_passive_openmp()  # before any model (torch) loads
 
     settings = state.settings
     app = create_app(settings)

@@ -1,0 +1,198 @@
+"""The FastAPI app factory: :func:`create_app`.
+
+Run it with uvicorn (``zsindex serve`` does). Every piece of state lives on the app (no module
+globals), so several apps can live in one process.
+
+Background work while the app runs:
+
+- the micro-batcher's collector (when batching is on; see :mod:`zsindex.service.batching`);
+- a refresh loop calling ``backend.refresh()`` every ``ZSINDEX_REFRESH_INTERVAL_S`` seconds
+  (default 2; 0 turns it off), so versions registered by the CLI or another replica become
+  current without a restart. Each request resolves one immutable loaded version, so a response
+  never mixes versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from zsindex import __version__
+from zsindex.config import Settings
+from zsindex.service import routes_classify, routes_labelsets, routes_ops
+from zsindex.service.auth import KeyChecker
+from zsindex.service.batching import BatchingConfig, MicroBatcher, ServiceBackend
+from zsindex.service.errors import install_error_handlers
+from zsindex.service.limits import (
+    BodySizeLimitMiddleware,
+    ConcurrencyLimiter,
+    ServiceLimits,
+    refresh_interval_from_env,
+)
+from zsindex.service.metrics import MetricsMiddleware, ServiceMetrics
+from zsindex.service.schemas import ClassifyJsonRequest, ClassifyMultipartRequest
+
+if TYPE_CHECKING:
+    from zsindex.local import LocalBackend
+
+log = logging.getLogger("zsindex.service")
+
+DESCRIPTION = """Zero-shot image classification with CLIP label sets stored in SQL.
+
+Writes need `Authorization: Bearer <key>` (a key from `ZSINDEX_API_KEYS`); keys in the query
+string are refused. Every error answer is `{"code", "message"}`.
+
+Extensions beyond DESIGN.md: `GET /v1/labelsets/{name}/history`,
+`GET|PUT /v1/labelsets/{name}/embeddings` (names + base64 little-endian float32 matrix).
+"""
+
+
+async def _refresh_loop(app: FastAPI) -> None:
+    state = app.state.zs
+    while True:
+        try:
+            await asyncio.to_thread(state.backend.refresh)
+            state.invalidate()
+            state.initial_refresh_done = True
+            state.last_refresh_error = None
+            state.metrics.refreshes.labels("ok").inc()
+        except Exception as exc:
+            state.metrics.refreshes.labels("error").inc()
+            state.last_refresh_error = f"{type(exc).__name__}: {exc}"
+            log.warning("label-set refresh failed: %s", state.last_refresh_error)
+        if state.refresh_interval_s <= 0:
+            if state.initial_refresh_done:
+                return
+            await asyncio.sleep(1.0)  # keep trying until the first load succeeds
+        else:
+            await asyncio.sleep(state.refresh_interval_s)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = app.state.zs
+    await state.batcher.start()
+    state.tasks.append(asyncio.create_task(_refresh_loop(app), name="zsindex-refresh"))
+    try:
+        yield
+    finally:
+        for task in state.tasks:
+            task.cancel()
+        for task in state.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        state.tasks.clear()
+        await state.batcher.stop()
+        if state.owns_backend:
+            state.backend.close()
+
+
+def _labelset_sizes(backend: ServiceBackend) -> Iterable[tuple[str, int, int]]:
+    for info in backend.labelsets():
+        yield info.name, int(info.version), int(info.num_labels)
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Add the two classify request bodies (referenced by ``openapi_extra``) to components."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (ClassifyJsonRequest, ClassifyMultipartRequest):
+                extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, sub in extra.pop("$defs", {}).items():
+                    components.setdefault(name, sub)
+                components[model.__name__] = extra
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(
+    settings: Settings,
+    backend: LocalBackend | ServiceBackend | None = None,
+    *,
+    limits: ServiceLimits | None = None,
+    batching: BatchingConfig | bool | None = None,
+    refresh_interval_s: float | None = None,
+) -> FastAPI:
+    """Build the zsindex HTTP app.
+
+    Args:
+        settings: the process settings (API keys, auth for reads, store, model, …).
+        backend: the engine (default: a new ``LocalBackend(settings)``, closed on shutdown).
+        limits: service limits (default: :meth:`ServiceLimits.from_env`).
+        batching: a :class:`BatchingConfig`, or ``True``/``False`` to switch micro-batching on
+            or off with the other batching settings from the environment (default: all from
+            the environment, ``ZSINDEX_BATCHING=1``).
+        refresh_interval_s: seconds between background ``backend.refresh()`` calls (default
+            ``ZSINDEX_REFRESH_INTERVAL_S`` or 2; 0: refresh once at start-up only).
+
+    Returns:
+        The app; serve it with uvicorn.
+    """
+    from zsindex.service.state import ServiceState
+
+    owns_backend = backend is None
+    if backend is None:
+        from zsindex.local import LocalBackend
+
+        backend = LocalBackend(settings)
+    limits = limits or ServiceLimits.from_env()
+    if isinstance(batching, BatchingConfig):
+        batch_config = batching
+    else:
+        batch_config = BatchingConfig.from_env()
+        if batching is not None:
+            batch_config = dataclasses.replace(batch_config, enabled=batching)
+    if refresh_interval_s is None:
+        refresh_interval_s = refresh_interval_from_env()
+
+    metrics = ServiceMetrics()
+    service_backend = cast(ServiceBackend, backend)  # LocalBackend, or a test double
+    metrics.set_labelset_source(lambda: _labelset_sizes(service_backend))
+    state = ServiceState(
+        settings=settings,
+        backend=service_backend,
+        limits=limits,
+        metrics=metrics,
+        batcher=MicroBatcher(service_backend, batch_config, metrics),
+        limiter=ConcurrencyLimiter(limits.max_concurrency),
+        keys=KeyChecker(settings.api_keys),
+        refresh_interval_s=refresh_interval_s,
+        owns_backend=owns_backend,
+    )
+
+    app = FastAPI(
+        title="zsindex",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.zs = state
+    install_error_handlers(app)
+    app.include_router(routes_ops.build_router(state))
+    app.include_router(routes_classify.build_router(state))
+    app.include_router(routes_labelsets.build_router(state))
+    # Last added is outermost: metrics see every answer, the 413s of the body limit included.
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    _install_openapi(app)
+    return app

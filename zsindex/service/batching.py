@@ -1,0 +1,367 @@
+"""Dynamic micro-batching of classify requests.
+
+Requests arriving close together are merged into one model batch:
+
+1. A route decodes its images (``backend.load_image``), resolves its label set once
+   (``backend.resolve`` → an immutable ``LoadedLabelSet``: one version per request) and submits a
+   :class:`Job`.
+2. The collector task takes the first waiting job, then keeps taking jobs until the batch holds
+   ``max_batch_images`` images or ``max_wait_s`` has passed since the first one (whatever is
+   already queued is taken without waiting). While the model worker is busy, new jobs queue up,
+   so batches grow with load by themselves.
+3. The batch runs in the model worker thread (never on the event loop): jobs sharing a
+   ``model_key`` get **one** ``encode_images`` forward on their merged images; then jobs sharing
+   a label-set version and options get one ``classify_embeddings`` call; results are split back
+   per job. A failing merged call is retried job by job, so one bad request fails alone.
+
+With batching off (``ZSINDEX_BATCHING=0``) every job runs on its own in the same worker, which is
+the baseline of ``benchmarks/bench_service.py``. Jobs whose request has already given up (client
+gone, timeout) are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from zsindex.errors import InvalidInputError
+from zsindex.results import ClassificationResult
+from zsindex.service.metrics import ServiceMetrics
+
+log = logging.getLogger("zsindex.service.batching")
+
+
+class LoadedLabelSetLike(Protocol):
+    name: str
+    version: int
+    model_key: Hashable
+    num_labels: int
+
+
+class ServiceBackend(Protocol):
+    """What the service needs from ``zsindex.local.LocalBackend``."""
+
+    def add_labelset(self, name: str, **options: Any) -> Any: ...
+    def import_labelset(self, name: str, **options: Any) -> Any: ...
+    def labelsets(self) -> list[Any]: ...
+    def labelset(self, name: str) -> Any: ...
+    def history(self, name: str) -> list[Any]: ...
+    def delete_labelset(self, name: str) -> None: ...
+    def embeddings(self, name: str) -> tuple[list[Any], np.ndarray]: ...
+    def load_image(self, source: Any, name: str) -> Any: ...
+    def resolve(self, labelset: str) -> Any: ...
+    def encode_images(self, loaded: Any, images: list[Any]) -> np.ndarray: ...
+    def classify_embeddings(
+        self, loaded: Any, embeddings: np.ndarray, image_names: list[str], **opts: Any
+    ) -> list[ClassificationResult]: ...
+    def refresh(self) -> None: ...
+    def ready(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """Micro-batching settings.
+
+    Attributes:
+        enabled: merge concurrent requests (``ZSINDEX_BATCHING``, default on).
+        max_batch_images: most images in one encoder forward (``ZSINDEX_BATCH_MAX_IMAGES``, 32).
+        max_wait_s: longest the first job of a batch waits for company
+            (``ZSINDEX_BATCH_MAX_WAIT_MS``, default 4 ms).
+        model_workers: threads running model work (``ZSINDEX_MODEL_WORKERS``, default 1: one
+            forward at a time, each using all of torch's intra-op threads).
+        torch_threads: torch intra-op threads, set when the batcher starts
+            (``ZSINDEX_TORCH_THREADS``; default ``None``: torch's own default, one per core).
+    """
+
+    enabled: bool = True
+    max_batch_images: int = 32
+    max_wait_s: float = 0.004
+    model_workers: int = 1
+    torch_threads: int | None = None
+
+    @classmethod
+    def from_env(cls, environ: Any = None) -> BatchingConfig:
+        import os
+
+        from zsindex.service.limits import _env_float, _env_int, batching_enabled_from_env
+
+        env = os.environ if environ is None else environ
+        d = cls()
+        return cls(
+            enabled=batching_enabled_from_env(env),
+            max_batch_images=_env_int(env, "ZSINDEX_BATCH_MAX_IMAGES", d.max_batch_images),
+            max_wait_s=_env_float(env, "ZSINDEX_BATCH_MAX_WAIT_MS", d.max_wait_s * 1000) / 1000,
+            model_workers=_env_int(env, "ZSINDEX_MODEL_WORKERS", d.model_workers),
+            torch_threads=_env_int(env, "ZSINDEX_TORCH_THREADS", 0, minimum=0) or None,
+        )
+
+
+@dataclass
+class Job:
+    """One request's model work: images to encode, or precomputed embeddings."""
+
+    loaded: Any
+    image_names: list[str]
+    options: dict[str, Any]
+    images: list[Any] = field(default_factory=list)
+    embeddings: np.ndarray | None = None
+    future: asyncio.Future[list[ClassificationResult]] | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.image_names)
+
+    @property
+    def abandoned(self) -> bool:
+        return self.future is not None and self.future.done()
+
+
+Outcome = list[ClassificationResult] | BaseException
+
+
+def _options_key(options: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(sorted((k, repr(v)) for k, v in options.items()))
+
+
+def run_jobs(backend: ServiceBackend, jobs: Sequence[Job]) -> list[Outcome]:
+    """Run a batch of jobs synchronously (in the model worker) and return one outcome per job."""
+    outcomes: list[Outcome | None] = [None] * len(jobs)
+    embedded: dict[int, np.ndarray] = {}
+
+    # 1. One encoder forward per model over the merged images.
+    by_model: dict[Hashable, list[int]] = defaultdict(list)
+    for i, job in enumerate(jobs):
+        if job.embeddings is not None:
+            embedded[i] = job.embeddings
+        else:
+            by_model[job.loaded.model_key].append(i)
+    for indices in by_model.values():
+        _encode_group(backend, jobs, indices, embedded, outcomes)
+
+    # 2. One classify call per (label-set version, options) over the merged embeddings.
+    by_target: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for i, job in enumerate(jobs):
+        if outcomes[i] is None:
+            by_target[(id(job.loaded), _options_key(job.options))].append(i)
+    for indices in by_target.values():
+        _classify_group(backend, jobs, indices, embedded, outcomes)
+    return [o if o is not None else RuntimeError("job produced no result") for o in outcomes]
+
+
+def _encode_group(
+    backend: ServiceBackend,
+    jobs: Sequence[Job],
+    indices: list[int],
+    embedded: dict[int, np.ndarray],
+    outcomes: list[Outcome | None],
+) -> None:
+    images = [img for i in indices for img in jobs[i].images]
+    try:
+        matrix = np.asarray(backend.encode_images(jobs[indices[0]].loaded, images))
+        if matrix.shape[0] != len(images):
+            raise RuntimeError(f"encoder returned {matrix.shape[0]} rows for {len(images)} images")
+    except Exception as exc:
+        if len(indices) == 1:
+            outcomes[indices[0]] = exc
+            return
+        for i in indices:  # isolate the failing request
+            _encode_group(backend, jobs, [i], embedded, outcomes)
+        return
+    offset = 0
+    for i in indices:
+        n = len(jobs[i].images)
+        embedded[i] = matrix[offset : offset + n]
+        offset += n
+
+
+def _classify_group(
+    backend: ServiceBackend,
+    jobs: Sequence[Job],
+    indices: list[int],
+    embedded: dict[int, np.ndarray],
+    outcomes: list[Outcome | None],
+) -> None:
+    first = jobs[indices[0]]
+    try:
+        matrix = np.concatenate([embedded[i] for i in indices], axis=0)
+        names = [name for i in indices for name in jobs[i].image_names]
+        results = backend.classify_embeddings(first.loaded, matrix, names, **first.options)
+        if len(results) != len(names):
+            raise RuntimeError(f"classifier returned {len(results)} results for {len(names)}")
+    except Exception as exc:
+        if len(indices) == 1:
+            outcomes[indices[0]] = exc
+            return
+        for i in indices:
+            _classify_group(backend, jobs, [i], embedded, outcomes)
+        return
+    offset = 0
+    for i in indices:
+        n = jobs[i].size
+        outcomes[i] = list(results[offset : offset + n])
+        offset += n
+
+
+class MicroBatcher:
+    """Gathers jobs from the event loop and runs them in the model worker thread."""
+
+    def __init__(
+        self,
+        backend: ServiceBackend,
+        config: BatchingConfig,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.metrics = metrics
+        self._executor: ThreadPoolExecutor | None = None
+        self._queue: asyncio.Queue[Job] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._carry: Job | None = None
+        self._pending = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The model worker pool (created on first use, again after :meth:`stop`)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.config.model_workers, thread_name_prefix="zsindex-model"
+            )
+        return self._executor
+
+    async def start(self) -> None:
+        if self.config.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.config.torch_threads)
+        if self.config.enabled and self._task is None:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.create_task(self._collect(), name="zsindex-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._queue = None
+        self._carry = None
+        self._pending = 0
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    async def submit(self, job: Job) -> list[ClassificationResult]:
+        """Run ``job`` (batched with others when enabled) and return its results."""
+        if job.size == 0:
+            raise InvalidInputError("no images to classify")
+        loop = asyncio.get_running_loop()
+        if self._queue is None:
+            outcome = (await loop.run_in_executor(self.executor, run_jobs, self.backend, [job]))[0]
+            self._observe_batch(1, job.size)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        job.future = loop.create_future()
+        self._pending += 1
+        self._set_depth()
+        self._queue.put_nowait(job)
+        try:
+            return await job.future
+        finally:
+            if not job.future.done():
+                job.future.cancel()  # the collector skips it
+
+    async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run other backend work (resolve, decode) off the event loop, not in the model worker."""
+        return await asyncio.to_thread(fn, *args)
+
+    # -- collecting -----------------------------------------------------------------------------
+
+    def _set_depth(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(self._pending)
+
+    def _observe_batch(self, requests: int, images: int) -> None:
+        if self.metrics is not None:
+            self.metrics.batch_requests.observe(requests)
+            self.metrics.batch_images.observe(images)
+
+    async def _next(self, timeout: float | None) -> Job | None:
+        assert self._queue is not None
+        if self._carry is not None:
+            job, self._carry = self._carry, None
+            return job
+        try:
+            if timeout is None:
+                return await self._queue.get()
+            if timeout <= 0:
+                return self._queue.get_nowait()
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except (asyncio.QueueEmpty, TimeoutError):
+            return None
+
+    async def _gather(self) -> list[Job]:
+        first = await self._next(None)
+        assert first is not None
+        batch = [first]
+        images = first.size
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.max_wait_s
+        while images < self.config.max_batch_images:
+            job = await self._next(deadline - loop.time())
+            if job is None:
+                break
+            if images + job.size > self.config.max_batch_images:
+                self._carry = job  # first of the next batch
+                break
+            batch.append(job)
+            images += job.size
+        self._pending -= len(batch)
+        self._set_depth()
+        return [job for job in batch if not job.abandoned]
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                outcomes = await loop.run_in_executor(self.executor, run_jobs, self.backend, batch)
+            except asyncio.CancelledError:
+                for job in batch:
+                    if job.future is not None and not job.future.done():
+                        job.future.cancel()
+                raise
+            except Exception as exc:  # pragma: no cover - run_jobs catches per job
+                outcomes = [exc] * len(batch)
+            self._observe_batch(len(batch), sum(j.size for j in batch))
+            log.debug(
+                "batch of %d requests / %d images in %.1f ms",
+                len(batch),
+                sum(j.size for j in batch),
+                (time.perf_counter() - started) * 1000,
+            )
+            for job, outcome in zip(batch, outcomes, strict=True):
+                if job.future is None or job.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome)

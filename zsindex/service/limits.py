@@ -1,0 +1,255 @@
+"""Service limits and the two guards that enforce them at the ASGI edge.
+
+- :class:`ServiceLimits` — request-size, image-count, pixel, concurrency and timeout limits with
+  defaults and ``ZSINDEX_*`` environment overrides (:meth:`ServiceLimits.from_env`).
+- :class:`BodySizeLimitMiddleware` — counts the bytes of the request body *as they are received*
+  (no trust in ``Content-Length``), so a chunked upload with no length is cut after at most
+  ``max_body_bytes`` plus one chunk and answered ``413 payload_too_large``.
+- :class:`ConcurrencyLimiter` — a non-blocking in-flight counter: a request over the limit is
+  refused at once with ``503 overloaded`` instead of waiting in an unbounded queue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from zsindex.errors import InvalidInputError, OverloadedError, PayloadTooLargeError
+
+MIB = 1024 * 1024
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise InvalidInputError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise InvalidInputError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise InvalidInputError(f"{name}={raw!r} is not a number") from None
+    if not value >= minimum:  # also rejects NaN
+        raise InvalidInputError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise InvalidInputError(f"{name}={raw!r} is not a boolean: use 0 or 1")
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """Limits of the HTTP service (environment variable in brackets).
+
+    Attributes:
+        max_body_bytes: largest request body, counted while streaming
+            (``ZSINDEX_MAX_BODY_BYTES``, default 32 MiB).
+        max_images_per_request: most images in one classify request
+            (``ZSINDEX_MAX_IMAGES_PER_REQUEST``, default 64).
+        max_embeddings_per_request: most embedding rows in one classify request
+            (``ZSINDEX_MAX_EMBEDDINGS_PER_REQUEST``, default 4096).
+        max_image_pixels: most pixels of one image, checked from its header before decoding
+            (``ZSINDEX_MAX_IMAGE_PIXELS``, default 64 M).
+        max_concurrency: most classify requests in flight; more are answered 503 at once
+            (``ZSINDEX_MAX_CONCURRENCY``, default 32).
+        request_timeout_s: longest a classify request may wait for and run its model work
+            before it is answered 503 (``ZSINDEX_REQUEST_TIMEOUT_S``, default 60).
+        max_form_fields: most non-file multipart fields (not configurable by environment).
+    """
+
+    max_body_bytes: int = 32 * MIB
+    max_images_per_request: int = 64
+    max_embeddings_per_request: int = 4096
+    max_image_pixels: int = 64_000_000
+    max_concurrency: int = 32
+    request_timeout_s: float = 60.0
+    max_form_fields: int = 32
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceLimits:
+        """Defaults overridden by ``ZSINDEX_*`` variables (``os.environ`` by default)."""
+        env = os.environ if environ is None else environ
+        d = cls()
+        return cls(
+            max_body_bytes=_env_int(env, "ZSINDEX_MAX_BODY_BYTES", d.max_body_bytes),
+            max_images_per_request=_env_int(
+                env, "ZSINDEX_MAX_IMAGES_PER_REQUEST", d.max_images_per_request
+            ),
+            max_embeddings_per_request=_env_int(
+                env, "ZSINDEX_MAX_EMBEDDINGS_PER_REQUEST", d.max_embeddings_per_request
+            ),
+            max_image_pixels=_env_int(env, "ZSINDEX_MAX_IMAGE_PIXELS", d.max_image_pixels),
+            max_concurrency=_env_int(env, "ZSINDEX_MAX_CONCURRENCY", d.max_concurrency),
+            request_timeout_s=_env_float(
+                env, "ZSINDEX_REQUEST_TIMEOUT_S", d.request_timeout_s, minimum=0.001
+            ),
+        )
+
+    def with_overrides(self, **changes: Any) -> ServiceLimits:
+        """A copy with some fields replaced (``None`` values ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def refresh_interval_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """``ZSINDEX_REFRESH_INTERVAL_S`` (default 2 s; 0 turns the background refresh off)."""
+    env = os.environ if environ is None else environ
+    return _env_float(env, "ZSINDEX_REFRESH_INTERVAL_S", 2.0, minimum=0.0)
+
+
+def batching_enabled_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """``ZSINDEX_BATCHING`` (default 1: dynamic micro-batching on)."""
+    env = os.environ if environ is None else environ
+    return _env_bool(env, "ZSINDEX_BATCHING", True)
+
+
+# -- request body size ------------------------------------------------------------------------
+
+
+class BodyTooLarge(PayloadTooLargeError):
+    """Raised from ``receive`` once the body passed the limit (caught by the middleware)."""
+
+
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"code": code, "message": message}).encode()
+
+
+class BodySizeLimitMiddleware:
+    """Cap request bodies at ``max_body_bytes``, counting bytes as they arrive.
+
+    A declared ``Content-Length`` over the cap is refused before any byte is read. Otherwise
+    the wrapped ``receive`` counts each body chunk; the chunk that crosses the cap makes it raise
+    :class:`BodyTooLarge`, and from then on whatever the application tries to answer is replaced
+    by ``413 {"code": "payload_too_large", ...}`` (if nothing was sent yet). The application
+    therefore reads at most the cap plus one chunk.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    def _message(self) -> str:
+        return f"request body larger than {self.max_body_bytes} bytes (ZSINDEX_MAX_BODY_BYTES)"
+
+    async def _send_413(self, send: Send) -> None:
+        body = error_body("payload_too_large", self._message())
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.max_body_bytes:
+                    await self._send_413(send)
+                    return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            if exceeded:
+                raise BodyTooLarge(self._message())
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    exceeded = True
+                    raise BodyTooLarge(self._message())
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded:
+                # Whatever the application answers after the cap, the client gets the 413.
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._send_413(send)
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except BodyTooLarge:
+            if not started:
+                started = True
+                await self._send_413(send)
+        except Exception:
+            if exceeded and not started:
+                started = True
+                await self._send_413(send)
+                return
+            raise
+        if exceeded and not started:
+            await self._send_413(send)
+
+
+# -- concurrency ------------------------------------------------------------------------------
+
+
+class ConcurrencyLimiter:
+    """A non-blocking limit on in-flight work (used from the event loop thread only).
+
+    :meth:`acquire` raises :class:`OverloadedError` at once when the limit is reached; there is
+    no queue, so the excess is answered quickly and memory stays bounded.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self.in_flight = 0
+
+    def acquire(self) -> None:
+        if self.in_flight >= self.limit:
+            raise OverloadedError(
+                f"the service is at its limit of {self.limit} concurrent classify requests "
+                "(ZSINDEX_MAX_CONCURRENCY); retry shortly"
+            )
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight = max(0, self.in_flight - 1)

@@ -1,0 +1,250 @@
+"""``POST /v1/classify``: multipart uploads, base64 JSON images, or precomputed embeddings.
+
+Order of work, so the excess is refused cheaply: concurrency slot (503 at once when full) → body
+(capped while streaming) → image count (413) → per image: format from magic bytes (415) and
+pixel count from the header (413) before decoding, then decoding (422) → the label set resolved
+once (one version per response) → model work through the micro-batcher → one JSON list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from zsindex.errors import (
+    InvalidInputError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UnsupportedImageFormatError,
+    ZsindexError,
+)
+from zsindex.service.batching import Job
+from zsindex.service.schemas import (
+    ClassificationOut,
+    ClassifyJsonRequest,
+    ClassifyMultipartRequest,
+    ClassifyOptions,
+    Error,
+    looks_like_path_or_url,
+)
+from zsindex.service.state import ServiceState, json_response
+
+MAX_FIELD_BYTES = 64 * 1024
+INLINE_DECODE_BYTES = 256 * 1024
+"""Uploads up to this many bytes in total are decoded on the event loop (if also small in
+pixels, see :data:`zsindex.service.state.INLINE_DECODE_PIXELS`)."""
+
+
+def _ref(model: type) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+CLASSIFY_OPENAPI: dict[str, Any] = {
+    "security": [{"HTTPBearer": []}, {}],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": _ref(ClassifyMultipartRequest)},
+            "application/json": {"schema": _ref(ClassifyJsonRequest)},
+        },
+    },
+}
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Error, "description": text}
+    for status, text in {
+        401: "Missing or invalid API key",
+        404: "Unknown label set or node",
+        413: "Body, image count or image pixels over the limit",
+        415: "Unsupported content type or image format",
+        422: "Invalid input or undecodable image",
+        503: "Overloaded, timed out, or store unavailable",
+    }.items()
+}
+
+
+def _decode_base64(value: str, index: int) -> bytes:
+    compact = "".join(value.split())
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        if looks_like_path_or_url(value):
+            raise InvalidInputError(
+                f"images[{index}] looks like a path or URL: send the image's bytes, base64-encoded;"
+                " the server never opens paths or URLs"
+            ) from None
+        raise InvalidInputError(f"images[{index}] is not valid base64") from None
+
+
+async def _read_multipart(
+    request: Request, state: ServiceState
+) -> tuple[ClassifyOptions, list[tuple[bytes, str]]]:
+    limits = state.limits
+    try:
+        form: FormData = await request.form(
+            max_files=limits.max_images_per_request,
+            max_fields=limits.max_form_fields,
+            max_part_size=MAX_FIELD_BYTES,
+        )
+    except StarletteHTTPException as exc:
+        detail = str(exc.detail)
+        if "Too many files" in detail:
+            raise PayloadTooLargeError(
+                f"too many images: at most {limits.max_images_per_request} per request "
+                "(ZSINDEX_MAX_IMAGES_PER_REQUEST)"
+            ) from None
+        if "Too many fields" in detail:
+            raise PayloadTooLargeError(
+                f"too many form fields: at most {limits.max_form_fields}"
+            ) from None
+        raise InvalidInputError(f"malformed multipart body: {detail}") from None
+    try:
+        fields: dict[str, str] = {}
+        uploads: list[tuple[bytes, str]] = []
+        for key, value in form.multi_items():
+            if key == "images":
+                if not isinstance(value, UploadFile):
+                    raise InvalidInputError(
+                        "'images' must be uploaded files (multipart parts with a filename); the"
+                        " server never opens paths or URLs"
+                    )
+                data = await value.read()
+                uploads.append((data, value.filename or str(len(uploads))))
+            elif isinstance(value, UploadFile):
+                raise InvalidInputError(f"field {key!r} must be a plain value, not a file")
+            elif key in fields:
+                raise InvalidInputError(f"field {key!r} given more than once")
+            else:
+                fields[key] = value
+    finally:
+        await form.close()
+    options = ClassifyOptions.model_validate(fields)
+    if not uploads:
+        raise InvalidInputError("no images: upload one or more files in the 'images' field")
+    return options, uploads
+
+
+def _check_count(n: int, limit: int, what: str, env: str) -> None:
+    if n > limit:
+        raise PayloadTooLargeError(f"too many {what}: {n} > {limit} per request ({env})")
+
+
+async def _parse(request: Request, state: ServiceState) -> tuple[ClassifyOptions, Job]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    limits = state.limits
+    if content_type == "multipart/form-data":
+        options, uploads = await _read_multipart(request, state)
+        raw = uploads
+        embeddings = None
+    elif content_type == "application/json" or content_type.endswith("+json"):
+        body = ClassifyJsonRequest.model_validate_json(await request.body())
+        options = body
+        if body.images is not None:
+            _check_count(
+                len(body.images),
+                limits.max_images_per_request,
+                "images",
+                "ZSINDEX_MAX_IMAGES_PER_REQUEST",
+            )
+            raw = [(_decode_base64(s, i), str(i)) for i, s in enumerate(body.images)]
+            embeddings = None
+        else:
+            rows = body.embeddings or []
+            _check_count(
+                len(rows),
+                limits.max_embeddings_per_request,
+                "embeddings",
+                "ZSINDEX_MAX_EMBEDDINGS_PER_REQUEST",
+            )
+            if len({len(r) for r in rows}) != 1 or not rows[0]:
+                raise InvalidInputError("embeddings must be a non-empty rectangular matrix")
+            embeddings = np.asarray(rows, dtype=np.float32)
+            raw = []
+    else:
+        raise UnsupportedImageFormatError(
+            "POST /v1/classify takes multipart/form-data or application/json, not "
+            f"{content_type or 'an unspecified content type'}"
+        )
+    if embeddings is not None:
+        names = [str(i) for i in range(embeddings.shape[0])]
+        job = Job(
+            loaded=await state.resolve(options.labelset),
+            image_names=names,
+            options=options.backend_options(),
+            embeddings=embeddings,
+        )
+        return options, job
+    _check_count(
+        len(raw), limits.max_images_per_request, "images", "ZSINDEX_MAX_IMAGES_PER_REQUEST"
+    )
+    if sum(len(data) for data, _ in raw) <= INLINE_DECODE_BYTES:
+        # Small uploads (the common case) decode on the event loop: cheaper than a thread hop.
+        # Their header is checked first, so a small file that claims many pixels still goes
+        # to a thread (or is refused) instead of blocking the loop.
+        images = [state.load_image(data, name, inline=True) for data, name in raw]
+    else:
+        images = [None] * len(raw)
+    if any(img is None for img in images):
+        images = await asyncio.to_thread(
+            lambda: [state.load_image(data, name) for data, name in raw]
+        )
+    job = Job(
+        loaded=await state.resolve(options.labelset),
+        image_names=[name for _, name in raw],
+        options=options.backend_options(),
+        images=images,
+    )
+    return options, job
+
+
+def build_router(state: ServiceState) -> APIRouter:
+    router = APIRouter(tags=["classify"])
+    # The hot path checks keys directly rather than through FastAPI's dependency injection.
+    read_required = state.settings.require_auth_for_reads
+
+    @router.post(
+        "/v1/classify",
+        summary="Classify images or embeddings against a label set",
+        response_model=list[ClassificationOut],
+        responses=ERROR_RESPONSES,
+        openapi_extra=CLASSIFY_OPENAPI,
+    )
+    async def classify(request: Request) -> Response:
+        """One result per image, in request order, all from one label-set version."""
+        state.keys.check_query(request)
+        if read_required:
+            state.keys.check_header(request, purpose="reading")
+        try:
+            state.limiter.acquire()
+        except OverloadedError:
+            state.metrics.rejected.labels("overloaded").inc()
+            raise
+        state.metrics.inflight.inc()
+        try:
+            async with asyncio.timeout(state.limits.request_timeout_s):
+                _, job = await _parse(request, state)
+                results = await state.batcher.submit(job)
+        except TimeoutError:
+            state.metrics.rejected.labels("timeout").inc()
+            raise OverloadedError(
+                f"request timed out after {state.limits.request_timeout_s:g} s "
+                "(ZSINDEX_REQUEST_TIMEOUT_S); the service is overloaded, retry shortly"
+            ) from None
+        except ZsindexError as exc:
+            if exc.http_status == 413:
+                state.metrics.rejected.labels("too_large").inc()
+            raise
+        finally:
+            state.metrics.inflight.dec()
+            state.limiter.release()
+        return json_response([r.to_dict() for r in results])
+
+    return router

@@ -1,0 +1,160 @@
+"""Label-set routes: list, register, show, delete, plus the history/embeddings extensions.
+
+Writes need an API key. Backend calls run in a worker thread; after a write the backend is
+refreshed so the next request in this process sees the new version at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from starlette.responses import Response
+
+from zsindex.errors import InvalidInputError
+from zsindex.service.auth import bearer_scheme, require_read, require_write
+from zsindex.service.routes_classify import ERROR_RESPONSES
+from zsindex.service.schemas import (
+    EmbeddingsImport,
+    EmbeddingsOut,
+    LabelSetCreate,
+    LabelSetDetail,
+)
+from zsindex.service.state import ServiceState, json_response
+
+
+def _info(info: Any) -> dict[str, Any]:
+    return dict(info.to_dict())
+
+
+def encode_matrix(matrix: np.ndarray) -> tuple[list[int], str]:
+    """(shape, base64 of little-endian float32 row-major bytes)."""
+    arr = np.ascontiguousarray(matrix, dtype="<f4")
+    return list(arr.shape), base64.b64encode(arr.tobytes()).decode("ascii")
+
+
+def decode_matrix(shape: list[int], data: str) -> np.ndarray:
+    """Inverse of :func:`encode_matrix`; raises InvalidInputError on a size mismatch."""
+    try:
+        raw = base64.b64decode("".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInputError("data is not valid base64") from None
+    rows, cols = shape
+    if len(raw) != rows * cols * 4:
+        raise InvalidInputError(
+            f"data holds {len(raw)} bytes; shape {rows}x{cols} float32 needs {rows * cols * 4}"
+        )
+    return np.frombuffer(raw, dtype="<f4").reshape(rows, cols).astype(np.float32)
+
+
+def build_router(state: ServiceState) -> APIRouter:
+    router = APIRouter(tags=["labelsets"], responses=ERROR_RESPONSES)
+    read = Depends(require_read(state.keys, state.settings.require_auth_for_reads))
+    write = Depends(require_write(state.keys))
+    scheme = Depends(bearer_scheme)
+    backend = state.backend
+
+    def write_then_refresh(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        try:
+            backend.refresh()
+        except Exception:  # the background loop retries; the write itself succeeded
+            state.metrics.refreshes.labels("error").inc()
+        return result
+
+    @router.get(
+        "/v1/labelsets",
+        summary="List label sets (current versions)",
+        response_model=list[LabelSetDetail],
+        dependencies=[scheme, read],
+    )
+    async def list_labelsets() -> Response:
+        infos = await asyncio.to_thread(backend.labelsets)
+        return json_response([_info(i) for i in infos])
+
+    @router.post(
+        "/v1/labelsets",
+        summary="Register a label set (or a new version of it)",
+        status_code=201,
+        response_model=LabelSetDetail,
+        dependencies=[scheme, write],
+    )
+    async def create_labelset(body: LabelSetCreate) -> Response:
+        options = body.backend_options()
+        info = await asyncio.to_thread(
+            write_then_refresh, backend.add_labelset, body.name, **options
+        )
+        state.invalidate()
+        return json_response(_info(info), status_code=201)
+
+    @router.get(
+        "/v1/labelsets/{name}",
+        summary="Show a label set's current version",
+        response_model=LabelSetDetail,
+        dependencies=[scheme, read],
+    )
+    async def show_labelset(name: str) -> Response:
+        info = await asyncio.to_thread(backend.labelset, name)
+        return json_response(_info(info))
+
+    @router.delete(
+        "/v1/labelsets/{name}",
+        summary="Delete a label set and all its versions",
+        status_code=204,
+        response_class=Response,
+        dependencies=[scheme, write],
+    )
+    async def delete_labelset(name: str) -> Response:
+        await asyncio.to_thread(write_then_refresh, backend.delete_labelset, name)
+        state.invalidate()
+        return Response(status_code=204)
+
+    @router.get(
+        "/v1/labelsets/{name}/history",
+        summary="All versions of a label set, oldest first (extension)",
+        response_model=list[LabelSetDetail],
+        dependencies=[scheme, read],
+    )
+    async def labelset_history(name: str) -> Response:
+        infos = await asyncio.to_thread(backend.history, name)
+        return json_response([_info(i) for i in infos])
+
+    @router.get(
+        "/v1/labelsets/{name}/embeddings",
+        summary="Label names and embedding matrix of the current version (extension)",
+        response_model=EmbeddingsOut,
+        dependencies=[scheme, read],
+    )
+    async def labelset_embeddings(name: str) -> Response:
+        names, matrix = await asyncio.to_thread(backend.embeddings, name)
+        shape, data = encode_matrix(matrix)
+        out = {"name": name, "names": list(names), "dtype": "float32", "shape": shape, "data": data}
+        return json_response(out)
+
+    @router.put(
+        "/v1/labelsets/{name}/embeddings",
+        summary="Register precomputed label embeddings as a new version (extension)",
+        status_code=201,
+        response_model=LabelSetDetail,
+        dependencies=[scheme, write],
+    )
+    async def import_embeddings(name: str, body: EmbeddingsImport) -> Response:
+        matrix = decode_matrix(body.shape, body.data)
+        info = await asyncio.to_thread(
+            write_then_refresh,
+            backend.import_labelset,
+            name,
+            embeddings=matrix,
+            names=list(body.names),
+            parents=list(body.parents) if body.parents is not None else None,
+            model=body.model,
+            pretrained=body.pretrained,
+        )
+        state.invalidate()
+        return json_response(_info(info), status_code=201)
+
+    return router
