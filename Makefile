@@ -21,10 +21,11 @@ demo: $(STAMP)
 # Lint, type-check and the fast test tier on SQLite and the local PostgreSQL (required, not skipped).
 test: $(STAMP)
 	bash scripts/ensure_postgres.sh
+	bash scripts/ensure_chromium.sh
 	$(BIN)/ruff check zsindex migrations tests benchmarks scripts
 	$(BIN)/ruff format --check zsindex migrations tests benchmarks scripts
 	$(BIN)/mypy
-	ZSINDEX_REQUIRE_POSTGRES=1 $(BIN)/pytest -q -p no:cacheprovider
+	ZSINDEX_REQUIRE_POSTGRES=1 ZSINDEX_REQUIRE_BROWSER=1 $(BIN)/pytest -q -p no:cacheprovider
 
 # Long soak / fuzz / crash runs (not in CI's time budget; run before a release).
 test-slow: $(STAMP)

@@ -6,6 +6,7 @@ browser bundled by ``playwright install`` is not used. Skipped only when chromiu
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ ARGS = [
 PALETTE = ["warm colour", "cool colour", "red", "green", "blue"]
 PALETTE_PARENTS = {"red": "warm colour", "green": "cool colour", "blue": "cool colour"}
 
+if CHROMIUM is None and os.environ.get("ZSINDEX_REQUIRE_BROWSER") == "1":
+    # `make test` installs Debian's chromium first: missing it there is a failure, not a skip.
+    raise RuntimeError("chromium is required (ZSINDEX_REQUIRE_BROWSER=1) but not installed")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 
 
