@@ -34,6 +34,11 @@ test-slow: $(STAMP)
 
 soak: test-slow
 
+# Coverage-guided fuzzing of image decode + preprocess (atheris), 60 s by default;
+# e.g. `make fuzz FUZZ_ARGS=-max_total_time=600`.
+fuzz: $(STAMP)
+	$(BIN)/python scripts/fuzz_images.py $(FUZZ_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check zsindex migrations tests benchmarks scripts
 	$(BIN)/mypy
