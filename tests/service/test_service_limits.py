@@ -18,7 +18,7 @@ from svc_backends import DIM, RecordingBackend
 from svc_helpers import auth, png_bytes
 
 from zsindex.service.batching import BatchingConfig
-from zsindex.service.limits import ServiceLimits
+from zsindex.service.limits import DRAIN_BYTES, ServiceLimits
 
 CAP = 8192
 CHUNK = 1000
@@ -122,11 +122,22 @@ def test_app_reads_at_most_cap_plus_one_chunk(make_app, path, content_type, head
     assert consumed <= CAP + CHUNK
 
 
-def test_declared_length_over_cap_is_refused_before_reading(make_app) -> None:
+def test_declared_length_far_over_cap_is_refused_before_reading(make_app) -> None:
+    app = make_app(limits=ServiceLimits(max_body_bytes=CAP))
+    declared = DRAIN_BYTES + 1  # beyond what the server will swallow to answer politely
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(declared).encode())]
+    status, body, consumed = _drive(app, "/v1/classify", headers, b" " * CHUNK, limit=10 * CAP)
+    assert status == 413 and body["code"] == "payload_too_large" and consumed == 0
+
+
+def test_declared_length_a_little_over_cap_is_drained_then_refused(make_app) -> None:
+    """A moderately oversized upload is read and discarded (never kept) so the client, which is
+    still sending, reliably reads the 413 instead of a reset connection."""
     app = make_app(limits=ServiceLimits(max_body_bytes=CAP))
     headers = [(b"content-type", b"application/json"), (b"content-length", str(CAP + 1).encode())]
     status, body, consumed = _drive(app, "/v1/classify", headers, b" " * CHUNK, limit=10 * CAP)
-    assert status == 413 and body["code"] == "payload_too_large" and consumed == 0
+    assert status == 413 and body["code"] == "payload_too_large"
+    assert consumed <= CAP + CHUNK
 
 
 def test_live_server_cuts_an_endless_chunked_upload(live) -> None:

@@ -130,6 +130,11 @@ def batching_enabled_from_env(environ: Mapping[str, str] | None = None) -> bool:
 # -- request body size ------------------------------------------------------------------------
 
 
+DRAIN_BYTES = 1 << 20
+"""Oversized bodies up to this size (or the cap, if larger) are read and discarded before the
+413, so the uploading client reliably gets the answer."""
+
+
 class BodyTooLarge(PayloadTooLargeError):
     """Raised from ``receive`` once the body passed the limit (caught by the middleware)."""
 
@@ -170,10 +175,26 @@ class BodySizeLimitMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
+    async def _drain(self, receive: Receive, budget: int) -> None:
+        """Read and discard up to ``budget`` more body bytes (never kept in memory).
+
+        A client still uploading when the server answers and closes sees a broken connection
+        instead of the 413; swallowing a moderately oversized rest lets it read the answer.
+        Bodies larger than that are cut off (the connection closes).
+        """
+        while budget > 0:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            budget -= len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        drain_budget = max(self.max_body_bytes, DRAIN_BYTES)
         for key, value in scope.get("headers", ()):
             if key == b"content-length":
                 try:
@@ -181,6 +202,8 @@ class BodySizeLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > self.max_body_bytes:
+                    if declared <= drain_budget:
+                        await self._drain(receive, declared)
                     await self._send_413(send)
                     return
         received = 0
@@ -216,6 +239,7 @@ class BodySizeLimitMiddleware:
         except BodyTooLarge:
             if not started:
                 started = True
+                await self._drain(receive, drain_budget)
                 await self._send_413(send)
         except Exception:
             if exceeded and not started:
