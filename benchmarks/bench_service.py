@@ -6,7 +6,7 @@ ports over one SQLite store — one with ``ZSINDEX_BATCHING=1``, one with ``ZSIN
 and drives each, in turn, with a closed loop of N concurrent httpx clients (async) at
 concurrency 4/8/16. Each level is bounded by a request count and a time cap. Prints throughput,
 p50/p95/p99 latency, the mean images per encoder forward (from ``/metrics``), and the on/off
-throughput ratio; ``--write`` also writes ``benchmarks/RESULTS_service.md``.
+throughput ratio; ``--write`` also writes the tables to ``benchmarks/out/service.md``.
 
 Example::
 
@@ -411,7 +411,9 @@ def main() -> None:
         "client CPU of httpx.AsyncClient here), or httpx.AsyncClient",
     )
     p.add_argument("--image-size", type=int, default=96)
-    p.add_argument("--write", action="store_true", help="write benchmarks/RESULTS_service.md")
+    p.add_argument(
+        "--write", action="store_true", help="write the tables to benchmarks/out/service.md"
+    )
     args = p.parse_args()
 
     from zsindex.client import Client
@@ -468,7 +470,8 @@ def main() -> None:
             off = next(lv for lv in levels if lv.mode == "off" and lv.concurrency == c)
             print(f"c={c}: on/off throughput ratio {on.throughput / max(off.throughput, 1e-9):.2f}")
         if args.write:
-            out = ROOT / "benchmarks" / "RESULTS_service.md"
+            out = ROOT / "benchmarks" / "out" / "service.md"
+            out.parent.mkdir(parents=True, exist_ok=True)
             command = " ".join([".venv/bin/python", "benchmarks/bench_service.py", *sys.argv[1:]])
             out.write_text(
                 "# HTTP service: dynamic micro-batching on vs off\n\n"

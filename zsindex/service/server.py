@@ -30,7 +30,7 @@ def prefer_passive_openmp() -> None:
     OpenMP's default active wait makes torch's intra-op threads spin between parallel regions;
     when the cores are shared (a busy 2-core host), a spinning thread waits for a whole
     scheduler slice on every operator and a tiny forward takes 10-100x longer (measured in
-    ``benchmarks/RESULTS_service.md``). Passive waiting costs little when the machine is idle.
+    ``benchmarks/RESULTS.md``). Passive waiting costs little when the machine is idle.
     Takes effect only if torch has not been imported yet (OpenMP reads it when it starts).
     """
     if "torch" in sys.modules:
