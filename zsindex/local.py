@@ -316,10 +316,12 @@ class LocalBackend:
 
     def refresh(self) -> None:
         """Drop loaded label sets whose current version changed in the store (hot swap)."""
-        current = self.store.current_version_ids()
+        from zsindex.store.repository import version_key
+
+        current = self.store.current_version_keys()
         with self._lock:
             for name, loaded in list(self._loaded.items()):
-                if current.get(name) != loaded.record.version_id:
+                if current.get(name) != version_key(loaded.record):
                     del self._loaded[name]
 
     def ready(self) -> dict[str, Any]:

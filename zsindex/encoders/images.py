@@ -105,9 +105,19 @@ def _stream(source: str | Path | bytes | bytearray | memoryview, name: str) -> I
         raise ImageError(f"{name}: cannot read ({_one_line(exc)})") from None
 
 
+MAX_ASPECT_RATIO = 1000
+"""Longest side over shortest side. Preprocessing scales the short side up to the model's input
+size, so a 1×1,000,000 strip (a 2 KB PNG) would become gigapixels: such images are refused."""
+
+
 def _check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:
     if width <= 0 or height <= 0:
         raise ImageError(f"{name}: invalid image size {width}x{height}")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageTooLargeError(
+            f"{name}: {width}x{height} has an aspect ratio beyond {MAX_ASPECT_RATIO}:1; "
+            "crop it to the region to classify"
+        )
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"{name}: {width}x{height} = {width * height:,} pixels exceeds the limit of "

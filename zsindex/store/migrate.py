@@ -75,6 +75,9 @@ def is_empty(engine: Engine) -> bool:
 def ensure_current(engine: Engine, *, create_if_empty: bool) -> None:
     """Check the schema is at head; create it when the database is empty and allowed.
 
+    Creation holds a lock (SQLite's write lock, a PostgreSQL advisory lock) and checks again
+    inside it, so replicas starting together on one empty database create it exactly once.
+
     Raises:
         SchemaOutOfDateError: the schema exists but is not at this code's revision.
     """
@@ -83,8 +86,24 @@ def ensure_current(engine: Engine, *, create_if_empty: bool) -> None:
     if current == head:
         return
     if current is None and create_if_empty and is_empty(engine):
-        upgrade(engine)
-        return
+        from sqlalchemy import text
+
+        from zsindex.store.engine import write_transaction
+
+        with write_transaction(engine) as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(7301173)"))
+            now = MigrationContext.configure(conn).get_current_revision()
+            if now == head:
+                return
+            if now is None and not (
+                set(inspect(conn).get_table_names()) & set(Base.metadata.tables)
+            ):
+                cfg = _config(engine)
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                return
+            current = now
     raise SchemaOutOfDateError(
         f"database schema is at {current or 'no revision'}, this zsindex needs {head}: "
         "run `zsindex db upgrade`"

@@ -284,6 +284,16 @@ class Store:
             ).all()
         return {name: int(vid) for name, vid in rows if vid is not None}
 
+    def current_version_keys(self) -> dict[str, tuple[int, str]]:
+        """Which version each label set serves, as (version id, creation time): ids alone are
+        not enough, since SQLite reuses the id of a deleted row."""
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(LabelSetRow.name, LabelSetVersionRow.id, LabelSetVersionRow.created_at)
+                .join(LabelSetVersionRow, LabelSetVersionRow.id == LabelSetRow.current_version_id)
+            ).all()
+        return {name: (int(vid), _iso(created)) for name, vid, created in rows}
+
     def history(self, name: str) -> list[VersionRecord]:
         """All versions of ``name``, oldest first."""
         with read_transaction(self.engine) as conn:
@@ -330,6 +340,15 @@ class Store:
             yield int(start), int(count), bytes(data)
 
 
+def _iso(value: dt.datetime | None) -> str:
+    # SQLite hands back naive datetimes, PostgreSQL aware ones: compare them as UTC text.
+    if value is None:
+        return ""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat()
+
+
 def _model_record(m: Any) -> ModelRecord:
     return ModelRecord(
         id=m["id"],
@@ -371,6 +390,11 @@ def _version_record(m: Any) -> VersionRecord:
         created_at=m["created_at"],
         is_current=m["current_version_id"] == m["id"],
     )
+
+
+def version_key(record: VersionRecord) -> tuple[int, str]:
+    """The key :meth:`Store.current_version_keys` reports for ``record``."""
+    return (record.version_id, _iso(record.created_at))
 
 
 def chunk_digests(matrix: np.ndarray) -> Sequence[str]:
