@@ -289,8 +289,9 @@ class Store:
         not enough, since SQLite reuses the id of a deleted row."""
         with read_transaction(self.engine) as conn:
             rows = conn.execute(
-                select(LabelSetRow.name, LabelSetVersionRow.id, LabelSetVersionRow.created_at)
-                .join(LabelSetVersionRow, LabelSetVersionRow.id == LabelSetRow.current_version_id)
+                select(LabelSetRow.name, LabelSetVersionRow.id, LabelSetVersionRow.created_at).join(
+                    LabelSetVersionRow, LabelSetVersionRow.id == LabelSetRow.current_version_id
+                )
             ).all()
         return {name: (int(vid), _iso(created)) for name, vid, created in rows}
 
