@@ -202,6 +202,17 @@ def bombs() -> dict[str, tuple[bytes, Entry]]:
         png_raw(8000, 8001, 1, 0, zeros_stream(1 << 16)),
         {"outcome": "image_too_large", "why": "64,008,000 pixels: just over the default limit"},
     )
+    # Extreme aspect ratios within the pixel limit: the model's preprocess scales the short side
+    # up to its input size (1x80,000 would become 64x5,120,000 pixels), so beyond 1000:1 they
+    # are refused from the header. (10000x10, exactly 1000:1, is among the valid files.)
+    out["aspect_1x80000.png"] = (
+        encode(Image.new("L", (1, 80000), 128), "PNG"),
+        {"outcome": "image_too_large", "why": "1x80,000 (aspect 80000:1) in 238 bytes"},
+    )
+    out["aspect_1001x1.gif"] = (
+        encode(Image.new("P", (1001, 1), 1), "GIF"),
+        {"outcome": "image_too_large", "why": "aspect 1001:1, just beyond the limit"},
+    )
     # A PNG text chunk that inflates to 16 MiB (Pillow caps text chunks at 1 MiB).
     small = encode(photo(8, 8), "PNG")
     out["bomb_png_ztxt_16mib.png"] = (

@@ -12,8 +12,9 @@ model of what must be true:
   labels; a label's own embedding comes back as its top prediction with score 1;
 - ``restart``: close and reopen the client on the same store, sometimes dropping the on-disk
   index cache;
-- ``observe`` (PostgreSQL only, see ``test_refresh_sees_delete_and_recreate``): a second,
-  long-lived client refreshes and must serve the current version.
+- ``observe``: a second, long-lived client (like the service) refreshes and must serve the
+  current version — also after a delete and re-create, when SQLite reuses the deleted version's
+  row id (``test_refresh_sees_delete_and_recreate``).
 
 After every step: ``check_store(strict=True)`` is clean, the index cache verifies, and the
 client's label sets, versions, names and embeddings equal the model's.
@@ -299,9 +300,9 @@ def _run(
             "pg_admin": request.getfixturevalue("pg_admin_engine"),
             "pg_base_url": pg_url.split("?")[0],
         }
-    # The observer step finds the SQLite id-reuse bug (test_refresh_sees_delete_and_recreate);
-    # it runs where it can pass until that is fixed.
-    machine = _machine(backend, tmp_path, observer=backend == "postgresql", **extra)
+    # The observer step is what found SQLite's id reuse under refresh()
+    # (test_refresh_sees_delete_and_recreate is its deterministic regression test).
+    machine = _machine(backend, tmp_path, observer=True, **extra)
     run_state_machine_as_test(
         machine,
         settings=settings(
@@ -342,17 +343,13 @@ def test_state_machine_long(backend: str, request: pytest.FixtureRequest, tmp_pa
     _run(backend, request, tmp_path, examples=50, steps=40, derandomize=False)
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        "sqlite",
-        "postgresql",
-    ],
-)
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_refresh_sees_delete_and_recreate(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """Deterministic repro of what the ``observe`` step would find on SQLite."""
+    """A long-lived backend's refresh() after another process deleted and re-created a label
+    set: SQLite hands the new version the deleted one's row id (what the ``observe`` step
+    found); the new labels must be served, not the cached old ones."""
     if backend == "postgresql":
         request.applymarker(pytest.mark.postgres)
         url = request.getfixturevalue("pg_url")
