@@ -348,7 +348,6 @@ EMPTY_DB_RACE = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=EMPTY_DB_RACE)
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_schema_creation_rechecks_under_the_lock(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

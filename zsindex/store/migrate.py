@@ -85,7 +85,9 @@ def ensure_current(engine: Engine, *, create_if_empty: bool) -> None:
     head = head_revision()
     if current == head:
         return
-    if current is None and create_if_empty and is_empty(engine):
+    # No revision seen: decide under the lock, re-reading both the revision and the tables
+    # there (a first read outside it may straddle another replica's commit).
+    if current is None and create_if_empty:
         from sqlalchemy import text
 
         from zsindex.store.engine import write_transaction
