@@ -2,8 +2,11 @@
 
 1. ``labels add`` of a synthetic 7-rank taxonomy CSV (``--taxa`` leaf rows, default 100,000;
    one node per distinct path prefix) with ``zsindex-tiny`` and one template, end to end
-   (parse, validate, encode, store) through ``Client.local``'s backend: labels/s and store
-   bytes per label. A second registration of the same content shows the cached path.
+   (parse, validate, load the model, encode, store) through ``Client.local``'s backend, in a
+   fresh process: labels/s (every tree node is a label), rows/s and store bytes per label. A
+   second registration of the same content shows the cached path. Two shapes (``--shape``):
+   ``tree``, a realistic sorted taxonomy with binomial species names (~1.15 nodes per row), and
+   ``random-paths``, a harsher one (~2 nodes per row, digit-per-token names).
 2. ``labels import`` of ``--rows`` x 512 float16 embeddings (default 1,000,000) with a names file,
    in a child process so its peak memory (max RSS) is measured alone; compared with the float32
    matrix size (the floor is 3x).
@@ -32,7 +35,67 @@ import numpy as np
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 
 
-def write_taxonomy(path: Path, leaves: int, seed: int = 0) -> None:
+_SYLLABLES = tuple(
+    c + v for c in ("b", "c", "d", "g", "l", "m", "n", "p", "r", "s", "t", "v") for v in "aeiou"
+)
+_SUFFIX = {"phylum": "phyta", "class": "opsida", "order": "ales", "family": "aceae"}
+
+
+def _word(index: int, salt: int, syllables: int = 3) -> str:
+    """A pronounceable pseudo-Latin stem, distinct for each (index, salt)."""
+    out = []
+    x = index * 64 + salt  # salt < 64 keeps (index, salt) -> x one-to-one
+    for _ in range(syllables):
+        out.append(_SYLLABLES[x % len(_SYLLABLES)])
+        x //= len(_SYLLABLES)
+    while x:
+        out.append(_SYLLABLES[x % len(_SYLLABLES)])
+        x //= len(_SYLLABLES)
+    return "".join(out)
+
+
+def write_taxonomy(target: Path, leaves: int, seed: int = 0) -> None:
+    """A realistic 7-rank taxonomy in sorted order: each genus in one family, binomial species
+    names ("Genus epithet", epithets from a shared pool of 3,000), fan-outs varying around
+    3 phyla per kingdom, 4 classes, 6 orders, 7 families, 6 genera per parent and 8 species per
+    genus (per 100k species: ~12k genera, ~2k families, ~300 orders)."""
+    rng = np.random.default_rng(seed)
+    endings = ("us", "a", "um", "ensis", "ii", "oides")
+    epithets = [_word(i, 63, 2) + endings[i % len(endings)] for i in range(3000)]
+    fan = {"kingdom": 3, "phylum": 4, "class": 6, "order": 7, "family": 6, "genus": 8}
+    lines = [",".join(RANKS)]
+    made = dict.fromkeys(RANKS, 0)
+    path: list[str] = []
+
+    def grow(depth: int) -> None:
+        rank = RANKS[depth]
+        if rank == "species":
+            count = min(int(rng.geometric(1 / fan["genus"])), len(epithets))
+            for k in rng.choice(len(epithets), size=count, replace=False):
+                if made["species"] >= leaves:
+                    return
+                made["species"] += 1
+                lines.append(",".join([*path, f"{path[-1]} {epithets[int(k)]}"]))
+            return
+        children = 0
+        while made["species"] < leaves:
+            name = _word(made[rank], depth).capitalize() + _SUFFIX.get(rank, "")
+            made[rank] += 1
+            children += 1
+            path.append(name)
+            grow(depth + 1)
+            path.pop()
+            if depth > 0 and rng.random() < 1 / fan[RANKS[depth - 1]]:
+                return  # this parent has all its children
+
+    grow(0)
+    target.write_text("\n".join(lines) + "\n")
+
+
+def write_random_paths(target: Path, leaves: int, seed: int = 0) -> None:
+    """The earlier, harsher shape: every row draws its kingdom..family path at random, so one
+    genus (``genus{i // 25}``) sits under up to 25 families (~2 nodes per row), and numeric names
+    tokenize one digit per token."""
     rng = np.random.default_rng(seed)
     fan = (3, 4, 6, 8, 10)  # kingdoms..families; genera and species vary below
     lines = [",".join(RANKS)]
@@ -42,16 +105,19 @@ def write_taxonomy(path: Path, leaves: int, seed: int = 0) -> None:
         genus = f"genus{i // 25}"
         species = f"species {i}"
         lines.append(",".join([*prefix, genus, species]))
-    path.write_text("\n".join(lines) + "\n")
+    target.write_text("\n".join(lines) + "\n")
 
 
-def bench_taxonomy(tmp: Path, taxa: int) -> dict[str, float]:
+SHAPES = {"tree": write_taxonomy, "random-paths": write_random_paths}
+
+
+def bench_taxonomy(tmp: Path, taxa: int, shape: str = "tree") -> dict[str, float | str]:
     from zsindex.config import Settings
     from zsindex.local import LocalBackend
 
-    csv = tmp / "taxonomy.csv"
-    write_taxonomy(csv, taxa)
-    home = tmp / "home-tax"
+    csv = tmp / f"taxonomy-{shape}.csv"
+    SHAPES[shape](csv, taxa)
+    home = tmp / f"home-tax-{shape}"
     backend = LocalBackend(Settings(home=home, model="zsindex-tiny", pretrained=None, device="cpu"))
     _ = backend.store  # open (create) the store outside the timing
     db = home / "zsindex.sqlite3"
@@ -68,22 +134,49 @@ def bench_taxonomy(tmp: Path, taxa: int) -> dict[str, float]:
     backend.add_labelset("taxa2", file=csv, format="taxonomy-csv", templates="photo")
     cached = time.perf_counter() - start
     n = info.num_labels
-    out = {
+    out: dict[str, float | str] = {
+        "shape": shape,
         "taxa_rows": taxa,
         "labels": n,
         "first_s": first,
         "labels_per_s": n / first,
+        "rows_per_s": taxa / first,
         "cached_s": cached,
         "cached_labels_per_s": n / cached,
         "store_bytes_per_label": (size1 - size0) / n,
     }
     print(
-        f"taxonomy CSV: {taxa:,} rows -> {n:,} nodes; first registration {first:.1f} s "
-        f"({n / first:,.0f} labels/s, floor 10,000); same labels again (cache) {cached:.1f} s "
+        f"taxonomy CSV ({shape}): {taxa:,} rows -> {n:,} labels (tree nodes); first registration "
+        f"{first:.1f} s = {n / first:,.0f} labels/s = {taxa / first:,.0f} rows/s (floor 10,000); "
+        f"same labels again (cache) {cached:.1f} s "
         f"({n / cached:,.0f} labels/s); store ~{out['store_bytes_per_label']:.0f} bytes/label"
     )
     backend.close()
     return out
+
+
+def taxonomy_in_child(tmp: Path, taxa: int, shape: str) -> dict[str, float | str]:
+    """:func:`bench_taxonomy` in a fresh interpreter, so each shape pays the imports and the
+    model load as a ``zsindex labels add`` command would."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child-taxonomy",
+            str(tmp),
+            "--taxa",
+            str(taxa),
+            "--shape",
+            shape,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = proc.stdout.strip().splitlines()
+    print("\n".join(lines[:-1]))
+    result: dict[str, float | str] = json.loads(lines[-1])
+    return result
 
 
 IMPORT_CHILD = r"""
@@ -185,13 +278,21 @@ def main() -> None:
     ap.add_argument("--taxa", type=int, default=100_000)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--shape", choices=[*SHAPES, "both"], default="both")
     ap.add_argument("--skip-import", action="store_true")
+    ap.add_argument("--child-taxonomy", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child_taxonomy:  # one measurement in this fresh process; JSON on the last line
+        print(json.dumps(bench_taxonomy(Path(args.child_taxonomy), args.taxa, args.shape)))
+        return
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as d:
         tmp = Path(d)
         report = {
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "taxonomy": bench_taxonomy(tmp, args.taxa),
+            "taxonomy": [
+                taxonomy_in_child(tmp, args.taxa, shape)
+                for shape in (SHAPES if args.shape == "both" else [args.shape])
+            ],
         }
         if not args.skip_import:
             report["import"] = bench_import(tmp, args.rows, args.dim)

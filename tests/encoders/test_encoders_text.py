@@ -51,16 +51,24 @@ def encoder_for(bundle: Bundle, name: str = "custom") -> Encoder:
 
 
 class ForwardCounter:
-    """Counts forward passes of the text transformer through a real torch hook."""
+    """Counts forward passes of a module through a real torch hook."""
 
     def __init__(self, module: Any) -> None:
         self.calls = 0
         self.lengths: list[int] = []
+        self.rows: list[int] = []
+        self.shapes: list[tuple[int, ...]] = []
+        self.single_rows: list[list[int]] = []
         self._handle = module.register_forward_hook(self._hook)
 
     def _hook(self, _module: Any, args: Any, _out: Any) -> None:
         self.calls += 1
-        self.lengths.append(int(args[0].shape[1]))
+        self.rows.append(int(args[0].shape[0]))
+        self.shapes.append(tuple(args[0].shape))
+        if args[0].shape[0] == 1:
+            self.single_rows.append(args[0][0].tolist())
+        if args[0].ndim > 2:
+            self.lengths.append(int(args[0].shape[1]))
 
     def close(self) -> None:
         self._handle.remove()
@@ -68,6 +76,12 @@ class ForwardCounter:
 
 def text_transformer(model: Any) -> Any:
     return model.text.transformer if hasattr(model, "text") else model.transformer
+
+
+def text_batches(model: Any) -> ForwardCounter:
+    """Counts text batches: the final layer norm runs once per batch on every path (shared
+    prefixes never reach it)."""
+    return ForwardCounter(model.text.ln_final if hasattr(model, "text") else model.ln_final)
 
 
 @pytest.mark.parametrize("fixture", ["vitb32", "tiny_clip", "siglip_like", "custom_causal"])
@@ -117,7 +131,7 @@ def test_trimmed_forward_equals_full_context(fixture: str, request: pytest.Fixtu
     assert truncated.tolist() == [False, False, True, False, False, False]
     counter = ForwardCounter(text_transformer(bundle.model))
     try:
-        trimmed = encode_prompts(bundle.model, tokens, batch_size=2)
+        trimmed = encode_prompts(bundle.model, tokens, batch_size=2, share_prefix=False)
     finally:
         counter.close()
     # sorted by length, batched in pairs, each batch cut to its longest real sequence:
@@ -126,6 +140,60 @@ def test_trimmed_forward_equals_full_context(fixture: str, request: pytest.Fixtu
     with torch.no_grad():
         full = bundle.model.encode_text(tokens, normalize=True)
     assert (trimmed - full).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("fixture", ["vitb32", "tiny_clip", "custom_causal"])
+def test_shared_prefix_forward_equals_full_context(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    import torch
+
+    from zsindex.encoders.text import encode_prompts, tokenize
+    from zsindex.encoders.towers import common_prefix_length, detect_tower, needed_lengths
+
+    bundle: Bundle = request.getfixturevalue(fixture)
+    tower = detect_tower(bundle.model)
+    assert tower is not None and tower.plain_blocks is not None
+    labels = ["dog", "cat", "great white shark", "x " * 40, "a", LONG]
+    prompts = [f"a photo of a {x}." for x in labels] + [f"itap of the {x}" for x in labels]
+    prompts += ["", "a", "a photo"]  # no shared prefix with anything, or a prefix of others
+    groups = [0] * len(labels) + [1] * len(labels) + [2] * 3
+    tokens, _ = tokenize(bundle.tokenizer, prompts)
+    embedded = ForwardCounter(tower.token_embedding)
+    try:
+        shared = encode_prompts(bundle.model, tokens, batch_size=4, groups=groups)
+    finally:
+        embedded.close()
+    with torch.no_grad():
+        full = bundle.model.encode_text(tokens, normalize=True)
+    assert (shared - full).abs().max().item() < 1e-5
+    # Each template's prefix ("<sot> a photo of a", "<sot> itap of the") was embedded once, in a
+    # one-row call; the batches embedded only the tokens after their shared prefix.
+    prefixes = embedded.single_rows
+    assert len(prefixes) == len({tuple(p) for p in prefixes})  # each prefix encoded once
+    for rows in (slice(0, 6), slice(6, 12)):
+        group = tokens[rows]
+        shared = common_prefix_length(group, needed_lengths(group, tower))
+        assert shared >= 4 and group[0, :shared].tolist() in prefixes
+    batches = [shape for shape in embedded.shapes if shape[0] > 1]
+    assert sum(rows for rows, _ in batches) == tokens.shape[0]  # every prompt in one batch
+    # Ungrouped, batches mix templates; the result is the same.
+    mixed = encode_prompts(bundle.model, tokens, batch_size=3)
+    assert (mixed - full).abs().max().item() < 1e-5
+
+
+def test_common_prefix_length_keeps_each_pooled_token() -> None:
+    import torch
+
+    from zsindex.encoders.towers import common_prefix_length
+
+    rows = torch.tensor([[1, 5, 6, 9, 0], [1, 5, 6, 7, 9]])
+    assert common_prefix_length(rows, torch.tensor([4, 5])) == 3
+    # identical rows: the pooled token (last needed position) stays outside the prefix
+    same = torch.tensor([[1, 5, 9], [1, 5, 9]])
+    assert common_prefix_length(same, torch.tensor([3, 3])) == 2
+    assert common_prefix_length(torch.tensor([[1, 9], [2, 9]]), torch.tensor([2, 2])) == 0
+    assert common_prefix_length(rows[:0], torch.tensor([], dtype=torch.long)) == 0
 
 
 def test_clip_benchmark_templates_match(tiny_clip: Bundle) -> None:
@@ -152,13 +220,13 @@ def test_dedup_keeps_template_weights(tiny_clip: Bundle) -> None:
     enc = encoder_for(tiny_clip)
     labels = ["dog", "cat", "dog", "missile", "missile"]
     templates = ["a {}", "a {}", "the {}."]  # duplicate template: counted twice, as open_clip does
-    counter = ForwardCounter(text_transformer(tiny_clip.model))
+    counter = text_batches(tiny_clip.model)
     try:
         out = enc.encode_labels(labels, templates)
     finally:
         counter.close()
     assert out.num_prompts == 6  # 3 distinct labels x 2 distinct prompts
-    assert counter.calls == 1  # one batch across labels
+    assert counter.rows == [3, 3]  # one batch per distinct template, across labels
     assert np.array_equal(out.embeddings[0], out.embeddings[2])
     assert np.abs(out.embeddings - reference(tiny_clip, labels, templates)).max() < 1e-5
 
@@ -184,19 +252,19 @@ def test_cache_hit_encodes_nothing(tiny_clip: Bundle) -> None:
     cache = MemoryTextEmbeddingCache()
     first = enc.encode_labels(LABELS, TEMPLATES, cache=cache)
     assert first.num_encoded == len(LABELS) and len(cache) == len(LABELS)
-    counter = ForwardCounter(text_transformer(tiny_clip.model))
+    counter = text_batches(tiny_clip.model)
     try:
         again = enc.encode_labels(LABELS, TEMPLATES, cache=cache)
         assert counter.calls == 0
         assert again.num_cached == len(LABELS) and again.num_encoded == 0
         assert np.array_equal(again.embeddings, first.embeddings)
-        # two new labels: only they are encoded
+        # two new labels: only they are encoded (one batch of 2 per template)
         more = enc.encode_labels([*LABELS, "zebra", "okapi"], TEMPLATES, cache=cache)
         assert more.num_encoded == 2 and more.num_prompts == 2 * len(TEMPLATES)
-        assert counter.calls == 1
+        assert counter.rows == [2] * len(TEMPLATES)
         # other templates are another cache entry
         enc.encode_labels(LABELS[:2], ["{}"], cache=cache)
-        assert counter.calls == 2
+        assert counter.rows == [2] * len(TEMPLATES) + [2]
     finally:
         counter.close()
     ref = reference(tiny_clip, [*LABELS, "zebra", "okapi"], TEMPLATES)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from json.encoder import encode_basestring
 
 from zsindex.errors import InvalidInputError
 
@@ -112,5 +113,12 @@ def templates_digest(templates: Sequence[str] | None) -> str:
 
 def label_key(label: str, prompts: Sequence[str] | None = None) -> str:
     """SHA-256 hex key of one label (and its own prompt list, when it has one)."""
-    payload = json.dumps([label, None if prompts is None else list(prompts)], ensure_ascii=False)
+    if prompts is None and isinstance(label, str):
+        # The same bytes as the general case below, ~4x faster (100k-label sets hash every
+        # label): json.dumps([label, None], ensure_ascii=False) is '[' + quoted label + ', null]'.
+        payload = "[" + encode_basestring(label) + ", null]"
+    else:
+        payload = json.dumps(
+            [label, None if prompts is None else list(prompts)], ensure_ascii=False
+        )
     return hashlib.sha256(("label\x00" + payload).encode("utf-8")).hexdigest()

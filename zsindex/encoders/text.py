@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from zsindex.encoders.cache import TextEmbeddingCache
+from zsindex.encoders.fast_tokenizer import fast_tokenizer_for
 from zsindex.encoders.info import ModelInfo
 from zsindex.encoders.prompts import build_prompts, label_key, templates_digest
 from zsindex.errors import InvalidInputError
@@ -84,6 +85,10 @@ def tokenize(
         ``(tokens [n, context] long, truncated bool [n])``. A row is truncated when re-tokenizing
         it with one more position of context yields a non-padding token in that position.
     """
+    fast = fast_tokenizer_for(tokenizer)
+    if fast is not None:
+        fast_tokens, fast_truncated = fast.tokens(prompts)
+        return fast_tokens, fast_truncated
     tokens = tokenizer(list(prompts))
     ctx = int(tokens.shape[1])
     pad = tokenizer([""])[0, -1]
@@ -111,16 +116,22 @@ def _autocast(device: str, precision: str) -> Any:
     return contextlib.nullcontext()
 
 
-def _batches(lengths: list[int], max_batch: int, token_budget: int) -> list[tuple[int, int]]:
+def _batches(
+    lengths: list[int], max_batch: int, token_budget: int, groups: list[int] | None = None
+) -> list[tuple[int, int]]:
     """Greedy ``[start, end)`` ranges over ascending ``lengths``: ≤ max_batch rows and
-    rows × longest ≤ token_budget (at least one row per batch)."""
+    rows × longest ≤ token_budget (at least one row per batch); a batch never spans two
+    ``groups`` values."""
     out: list[tuple[int, int]] = []
     start = 0
     n = len(lengths)
     while start < n:
         end = start + 1
         while (
-            end < n and end - start < max_batch and (end - start + 1) * lengths[end] <= token_budget
+            end < n
+            and end - start < max_batch
+            and (end - start + 1) * lengths[end] <= token_budget
+            and (groups is None or groups[end] == groups[start])
         ):
             end += 1
         out.append((start, end))
@@ -137,6 +148,8 @@ def encode_prompts(
     batch_size: int = DEFAULT_TEXT_BATCH,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
     trim: bool = True,
+    groups: Sequence[int] | None = None,
+    share_prefix: bool = True,
     progress: ProgressFn | None = None,
 ) -> torch.Tensor:
     """L2-normalised float32 features ``[n, dim]`` (on CPU) of tokenized prompts, in input order.
@@ -150,31 +163,62 @@ def encode_prompts(
         token_budget: most (prompts × tokens) per forward; with trimming, short prompts batch
             wider.
         trim: run causal end-pooled towers at each batch's real length (exact; see towers).
+        share_prefix: with ``trim``, for towers of plain open_clip blocks, encode the token
+            prefix a batch shares (a template's "a photo of") once and run the last block only at
+            the pooled position (exact; see :func:`~zsindex.encoders.towers.encode_shared_prefix`).
+        groups: optional group per prompt (e.g. its template); batches stay within a group, so
+            prompts of one template are batched together and share their prefix.
         progress: called with ``(prompts done, prompts total)`` after each batch.
     """
     import torch
     import torch.nn.functional as F
 
-    from zsindex.encoders.towers import detect_tower, encode_trimmed, needed_lengths
+    from zsindex.encoders.towers import (
+        common_prefix_length,
+        detect_tower,
+        encode_prefix,
+        encode_shared_prefix,
+        encode_trimmed,
+        needed_lengths,
+    )
 
     n = int(tokens.shape[0])
     if n == 0:
         raise InvalidInputError("no prompts to encode")
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} entries for {n} prompts")
     tower = detect_tower(model) if trim else None
+    sorted_groups: list[int] | None = None
     if tower is not None:
         lengths = needed_lengths(tokens, tower)
         order = torch.argsort(lengths, stable=True)
+        if groups is not None:
+            group_t = torch.as_tensor(list(groups), dtype=torch.long)
+            order = order[torch.argsort(group_t[order], stable=True)]
+            sorted_groups = group_t[order].tolist()
         sorted_len = lengths[order].tolist()
     else:
         order = torch.arange(n)
         sorted_len = [int(tokens.shape[1])] * n
+    prefixes: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    batches = _batches(sorted_len, max(1, batch_size), max(1, token_budget), sorted_groups)
     out: torch.Tensor | None = None
     done = 0
     with torch.inference_mode(), _autocast(device, precision):
-        for start, end in _batches(sorted_len, max(1, batch_size), max(1, token_budget)):
+        for start, end in batches:
             idx = order[start:end]
             batch = tokens[idx]
-            if tower is not None:
+            if tower is not None and share_prefix and tower.plain_blocks is not None:
+                batch = batch[:, : sorted_len[end - 1]].to(device)
+                shared = common_prefix_length(batch, lengths[idx].to(device))
+                cache = None
+                if shared:
+                    key = tuple(batch[0, :shared].tolist())
+                    if key not in prefixes:
+                        prefixes[key] = encode_prefix(tower, batch[0, :shared])
+                    cache = prefixes[key]
+                feats = encode_shared_prefix(tower, batch, shared, cache)
+            elif tower is not None:
                 batch = batch[:, : sorted_len[end - 1]]
                 feats = encode_trimmed(tower, batch.to(device))
             else:
@@ -259,10 +303,16 @@ def encode_labels(
     n = len(per_label)
     if n == 0:
         raise InvalidInputError("no labels to encode")
-    keys = [
-        label_key(label, None if prompts is None or prompts[i] is None else per_label[i])
-        for i, label in enumerate(labels)
-    ]
+    plain_keys: dict[str, str] = {}  # taxonomies repeat names: hash each plain label once
+    keys = []
+    for i, label in enumerate(labels):
+        if prompts is None or prompts[i] is None:
+            key = plain_keys.get(label)
+            if key is None:
+                key = plain_keys[label] = label_key(label)
+        else:
+            key = label_key(label, per_label[i])
+        keys.append(key)
     first_of: dict[str, int] = {}
     for i, key in enumerate(keys):
         first_of.setdefault(key, i)
@@ -288,14 +338,20 @@ def encode_labels(
     uniq: list[str] = []
     if tokenize_keys:
         # Distinct prompts of the labels to tokenize, each once.
+        # Each prompt's group is its template (-1 for a label's own prompts): prompts of one
+        # template are batched together and share their encoded prefix.
         pos: dict[str, int] = {}
         key_ids: dict[str, list[int]] = {}
+        groups: list[int] = []
         for key in tokenize_keys:
             ids = []
-            for p in per_label[first_of[key]]:
+            label_index = first_of[key]
+            own = prompts is not None and prompts[label_index] is not None
+            for j, p in enumerate(per_label[label_index]):
                 if p not in pos:
                     pos[p] = len(uniq)
                     uniq.append(p)
+                    groups.append(-1 if own else j)
                 ids.append(pos[p])
             key_ids[key] = ids
         tokenizer = runtime.text_tokenizer() if not missing_keys else runtime.text_parts()[1]
@@ -315,6 +371,7 @@ def encode_labels(
                 device=device,
                 precision=precision,
                 batch_size=batch_size,
+                groups=[groups[i] for i in need],
                 progress=progress,
             )
             label_ids = [[remap[i] for i in key_ids[k]] for k in missing_keys]

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from zsindex.store.engine import read_transaction, write_transaction
 from zsindex.store.models import TextEmbeddingCacheRow
 
 _LOOKUP_BATCH = 2_000
 _WRITE_BATCH = 5_000
+_WRITE_COLUMNS = (
+    "model_fingerprint",
+    "templates_digest",
+    "label_key",
+    "dim",
+    "vector",
+    "created_at",
+)
 
 
 class SqlTextEmbeddingCache:
@@ -53,19 +60,35 @@ class SqlTextEmbeddingCache:
         if not items:
             return
         now = dt.datetime.now(dt.UTC)
-        rows = [
-            {
-                "model_fingerprint": model_fingerprint,
-                "templates_digest": templates_digest,
-                "label_key": key,
-                "dim": int(vec.shape[-1]),
-                "vector": np.ascontiguousarray(vec, dtype=np.float32).tobytes(),
-                "created_at": now,
-            }
-            for key, vec in items.items()
-        ]
         with write_transaction(self.engine) as conn:
-            make_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-            for start in range(0, len(rows), _WRITE_BATCH):
-                stmt = make_insert(TextEmbeddingCacheRow).on_conflict_do_nothing()
-                conn.execute(stmt, rows[start : start + _WRITE_BATCH])
+            # Driver-level executemany: SQLAlchemy's per-row statement processing cost ~3x more
+            # than the insert itself for 100k-label sets. The timestamp goes through the
+            # dialect's own DateTime conversion, so rows read back exactly as ORM-written ones.
+            stamp_type = TextEmbeddingCacheRow.__table__.c.created_at.type
+            convert = stamp_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+            stamp = convert(now) if convert is not None else now
+            rows = [
+                (
+                    model_fingerprint,
+                    templates_digest,
+                    key,
+                    int(vec.shape[-1]),
+                    np.ascontiguousarray(vec, dtype=np.float32).tobytes(),
+                    stamp,
+                )
+                for key, vec in sorted(items.items())  # key order: B-tree appends, not splits
+            ]
+            postgres = conn.dialect.name == "postgresql"
+            mark = "%s" if postgres else "?"
+            sql = (
+                f"INSERT INTO {TextEmbeddingCacheRow.__tablename__} "
+                f"({', '.join(_WRITE_COLUMNS)}) VALUES ({', '.join([mark] * len(_WRITE_COLUMNS))}) "
+                "ON CONFLICT DO NOTHING"
+            )
+            dbapi: Any = conn.connection.driver_connection
+            cur = dbapi.cursor()
+            try:
+                for start in range(0, len(rows), _WRITE_BATCH):
+                    cur.executemany(sql, rows[start : start + _WRITE_BATCH])
+            finally:
+                cur.close()
