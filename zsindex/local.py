@@ -345,8 +345,14 @@ class LocalBackend:
 
         return load_image(source, name_for_errors=name, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
 
-    def encode_images(self, loaded: LoadedLabelSet, images: list[Image.Image]) -> np.ndarray:
-        """L2-normalised image embeddings with the label set's own model."""
+    def image_preprocess(self, loaded: LoadedLabelSet) -> Callable[[Image.Image], Any]:
+        """The label set's model input transform (decoded image → tensor); loads the model."""
+        model = loaded.record.model
+        return self.encoder(model.name, model.pretrained).preprocess
+
+    def encode_images(self, loaded: LoadedLabelSet, images: list[Any]) -> np.ndarray:
+        """L2-normalised image embeddings with the label set's own model (decoded images, or
+        model inputs from :meth:`image_preprocess`)."""
         model = loaded.record.model
         return self.encoder(model.name, model.pretrained).encode_images(images)
 
@@ -384,8 +390,24 @@ class LocalBackend:
         names = (
             list(image_names) if image_names else [_image_name(x, i) for i, x in enumerate(images)]
         )
-        decoded = [self.load_image(img, name) for img, name in zip(images, names, strict=True)]
-        emb = self.encode_images(loaded, decoded)
+        from PIL import Image
+
+        from zsindex.encoders.images import DEFAULT_MAX_PIXELS, check_image
+
+        # Every header first (format, pixel limit): a bad file fails before the model loads.
+        for img, name in zip(images, names, strict=True):
+            if not isinstance(img, Image.Image):
+                check_image(img, max_pixels=DEFAULT_MAX_PIXELS, name_for_errors=name)
+        # Then one image at a time: decoded, turned into the model's input, and let go, so
+        # memory does not grow with the number of images.
+        preprocess = self.image_preprocess(loaded)
+        inputs = []
+        for img, name in zip(images, names, strict=True):
+            decoded = self.load_image(img, name)
+            inputs.append(preprocess(decoded))
+            if decoded is not img:
+                decoded.close()
+        emb = self.encode_images(loaded, inputs)
         return self.classify_embeddings(loaded, emb, names, **opts)
 
     def classify_files(

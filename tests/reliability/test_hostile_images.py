@@ -382,13 +382,6 @@ def probe(world: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: every decoded image of a request is held at full size before encoding "
-    "(routes_classify._parse builds the list of decoded images; LocalBackend.classify too), so "
-    "peak memory grows with the number of images: 8 images of 64 M pixels (63 KB of PNG) "
-    "take +2.6 GB, the default 64 per request ~20 GB",
-)
 def test_memory_does_not_grow_with_images_per_request(probe: dict[str, Any]) -> None:
     assert probe["one_status"] == 200 and probe["many_status"] == 200, probe
     # One image at a time would keep the peak where one image put it (plus slack).

@@ -295,7 +295,8 @@ class Encoder:
         preprocessing run in a small thread pool, overlapping the batched forward passes.
 
         Args:
-            images: paths, file bytes or PIL images.
+            images: paths, file bytes or PIL images (or tensors already made by
+                :attr:`preprocess`, used as they are).
             batch_size: images per forward pass.
             num_workers: decode threads (default ``min(4, cpu count)``).
             max_pixels: refuse larger images (:class:`ImageTooLargeError`).

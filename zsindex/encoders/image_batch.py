@@ -71,6 +71,9 @@ def encode_image_batch(
     bs = max(1, int(batch_size))
 
     def prep(i: int) -> torch.Tensor | ImageError:
+        source: Any = images[i]
+        if isinstance(source, torch.Tensor):  # already the model's input (preprocessed)
+            return source
         try:
             img = load_image(images[i], max_pixels=max_pixels, draft_size=draft_size)
         except ImageError as exc:

@@ -185,19 +185,32 @@ async def _parse(request: Request, state: ServiceState) -> tuple[ClassifyOptions
     _check_count(
         len(raw), limits.max_images_per_request, "images", "ZSINDEX_MAX_IMAGES_PER_REQUEST"
     )
+    loaded = await state.resolve(options.labelset)
+    # Each image becomes the model's input right after it is decoded, so a request holds one
+    # full-size decoded image at a time, not all of them (64 images of 64 M pixels would be
+    # ~12 GB).
+    preprocess = await state.image_preprocess(loaded)
+
+    def prepare(data: bytes, name: str, inline: bool = False) -> Any:
+        image = state.load_image(data, name, inline=inline)
+        if image is None or preprocess is None:
+            return image
+        try:
+            return preprocess(image)
+        finally:
+            image.close()
+
     if sum(len(data) for data, _ in raw) <= INLINE_DECODE_BYTES:
         # Small uploads (the common case) decode on the event loop: cheaper than a thread hop.
         # Their header is checked first, so a small file that claims many pixels still goes
         # to a thread (or is refused) instead of blocking the loop.
-        images = [state.load_image(data, name, inline=True) for data, name in raw]
+        images = [prepare(data, name, inline=True) for data, name in raw]
     else:
         images = [None] * len(raw)
     if any(img is None for img in images):
-        images = await asyncio.to_thread(
-            lambda: [state.load_image(data, name) for data, name in raw]
-        )
+        images = await asyncio.to_thread(lambda: [prepare(data, name) for data, name in raw])
     job = Job(
-        loaded=await state.resolve(options.labelset),
+        loaded=loaded,
         image_names=[name for _, name in raw],
         options=options.backend_options(),
         images=images,

@@ -39,6 +39,7 @@ class ServiceState:
     _load_image: Callable[[Any, str], Any] | None = None
     _resolved: dict[str, Any] = field(default_factory=dict)
     _generation: int = 0
+    _preprocess: dict[Any, Callable[[Any], Any]] = field(default_factory=dict)
 
     # -- resolved label sets (event-loop thread only) ---------------------------------------------
 
@@ -58,6 +59,20 @@ class ServiceState:
         if generation == self._generation:
             self._resolved[labelset] = loaded
         return loaded
+
+    async def image_preprocess(self, loaded: Any) -> Callable[[Any], Any] | None:
+        """The label set's model input transform (``backend.image_preprocess``), memoised per
+        model; the first call loads the model in a worker thread. ``None`` when the backend has
+        no such method (its ``encode_images`` then gets decoded images)."""
+        key = loaded.model_key
+        found = self._preprocess.get(key)
+        if found is None:
+            fn = getattr(self.backend, "image_preprocess", None)
+            if fn is None:
+                return None
+            transform: Callable[[Any], Any] = await asyncio.to_thread(fn, loaded)
+            self._preprocess[key] = found = transform
+        return found
 
     def invalidate(self) -> None:
         """Forget memoised label sets (after a refresh or a write; event-loop thread only)."""

@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from zsindex.errors import InvalidInputError, StoreError
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+PG_CONNECT_TIMEOUT_S = 10  # seconds to establish a PostgreSQL connection
 
 
 def is_sqlite(url: str) -> bool:
@@ -65,7 +66,15 @@ def make_engine(url: str) -> Engine:
         if parsed.drivername == "postgresql":
             # psycopg 3 is the driver we ship; plain postgresql:// would look for psycopg2.
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # A server that does not answer (firewalled, host down) must fail in seconds with the
+        # store-unavailable error, not hang a CLI command or a request for the kernel's TCP
+        # timeout (minutes). The URL's own ?connect_timeout= wins.
+        connect_args = (
+            {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        )
+        return create_engine(
+            parsed, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args
+        )
     raise InvalidInputError(
         f"database backend {backend!r} is not supported: use sqlite:/// or postgresql://"
     )
