@@ -143,57 +143,59 @@ def test_trimmed_forward_equals_full_context(fixture: str, request: pytest.Fixtu
 
 
 @pytest.mark.parametrize("fixture", ["vitb32", "tiny_clip", "custom_causal"])
-def test_shared_prefix_forward_equals_full_context(
+def test_prefix_tree_forward_equals_full_context(
     fixture: str, request: pytest.FixtureRequest
 ) -> None:
     import torch
 
+    from zsindex.encoders import prefix_tree
     from zsindex.encoders.text import encode_prompts, tokenize
-    from zsindex.encoders.towers import common_prefix_length, detect_tower, needed_lengths
+    from zsindex.encoders.towers import detect_tower, needed_lengths
 
     bundle: Bundle = request.getfixturevalue(fixture)
     tower = detect_tower(bundle.model)
     assert tower is not None and tower.plain_blocks is not None
-    labels = ["dog", "cat", "great white shark", "x " * 40, "a", LONG]
+    labels = ["dog", "cat", "great white shark", "great white", "x " * 40, "a", LONG]
     prompts = [f"a photo of a {x}." for x in labels] + [f"itap of the {x}" for x in labels]
-    prompts += ["", "a", "a photo"]  # no shared prefix with anything, or a prefix of others
-    groups = [0] * len(labels) + [1] * len(labels) + [2] * 3
+    prompts += ["", "a", "a photo", "a photo of a dog."]  # a duplicate, and prefixes of others
     tokens, _ = tokenize(bundle.tokenizer, prompts)
-    embedded = ForwardCounter(tower.token_embedding)
-    try:
-        shared = encode_prompts(bundle.model, tokens, batch_size=4, groups=groups)
-    finally:
-        embedded.close()
     with torch.no_grad():
         full = bundle.model.encode_text(tokens, normalize=True)
-    assert (shared - full).abs().max().item() < 1e-5
-    # Each template's prefix ("<sot> a photo of a", "<sot> itap of the") was embedded once, in a
-    # one-row call; the batches embedded only the tokens after their shared prefix.
-    prefixes = embedded.single_rows
-    assert len(prefixes) == len({tuple(p) for p in prefixes})  # each prefix encoded once
-    for rows in (slice(0, 6), slice(6, 12)):
-        group = tokens[rows]
-        shared = common_prefix_length(group, needed_lengths(group, tower))
-        assert shared >= 4 and group[0, :shared].tolist() in prefixes
-    batches = [shape for shape in embedded.shapes if shape[0] > 1]
-    assert sum(rows for rows, _ in batches) == tokens.shape[0]  # every prompt in one batch
-    # Ungrouped, batches mix templates; the result is the same.
-    mixed = encode_prompts(bundle.model, tokens, batch_size=3)
-    assert (mixed - full).abs().max().item() < 1e-5
+    embedded = ForwardCounter(tower.token_embedding)
+    try:
+        tree = encode_prompts(bundle.model, tokens)
+    finally:
+        embedded.close()
+    assert (tree - full).abs().max().item() < 1e-5
+    # One chunk: the token embedding ran once, over the distinct prefixes only.
+    lengths = needed_lengths(tokens, tower).numpy()
+    built = prefix_tree.build_prefix_tree(tokens.numpy(), lengths)
+    distinct = {tuple(row[:n]) for row, n in zip(tokens.numpy().tolist(), lengths, strict=True)}
+    prefixes = {p[:k] for p in distinct for k in range(1, len(p) + 1)}
+    assert built.size == len(prefixes) < int(lengths.sum())
+    assert embedded.shapes == [(built.size,)]
+    # Small gather blocks and many chunks give the same numbers.
+    original = prefix_tree.GATHER_BUDGET
+    prefix_tree.GATHER_BUDGET = 1
+    try:
+        small = encode_prompts(bundle.model, tokens)
+    finally:
+        prefix_tree.GATHER_BUDGET = original
+    assert (small - full).abs().max().item() < 1e-5
 
 
-def test_common_prefix_length_keeps_each_pooled_token() -> None:
-    import torch
+def test_prefix_tree_structure() -> None:
+    import numpy as np
 
-    from zsindex.encoders.towers import common_prefix_length
+    from zsindex.encoders.prefix_tree import build_prefix_tree
 
-    rows = torch.tensor([[1, 5, 6, 9, 0], [1, 5, 6, 7, 9]])
-    assert common_prefix_length(rows, torch.tensor([4, 5])) == 3
-    # identical rows: the pooled token (last needed position) stays outside the prefix
-    same = torch.tensor([[1, 5, 9], [1, 5, 9]])
-    assert common_prefix_length(same, torch.tensor([3, 3])) == 2
-    assert common_prefix_length(torch.tensor([[1, 9], [2, 9]]), torch.tensor([2, 2])) == 0
-    assert common_prefix_length(rows[:0], torch.tensor([], dtype=torch.long)) == 0
+    tokens = np.array([[1, 5, 6, 9, 0], [1, 5, 7, 9, 0], [1, 5, 6, 9, 0], [2, 9, 0, 0, 0]])
+    tree = build_prefix_tree(tokens, np.array([4, 4, 4, 2]))
+    # nodes: depth 0 {1, 2}; depth 1 {1-5, 2-9}; depth 2 {1-5-6, 1-5-7}; depth 3 {..-9, ..-9}
+    assert tree.level_starts == [0, 2, 4, 6, 8]
+    assert tree.tokens.tolist() == [1, 2, 5, 9, 6, 7, 9, 9]
+    assert tree.pooled.tolist() == [6, 7, 6, 3]  # identical prompts share their node
+    assert tree.ancestors[3].tolist() == [[0, 2, 4, 6], [0, 2, 5, 7]]
 
 
 def test_clip_benchmark_templates_match(tiny_clip: Bundle) -> None:
@@ -226,7 +228,7 @@ def test_dedup_keeps_template_weights(tiny_clip: Bundle) -> None:
     finally:
         counter.close()
     assert out.num_prompts == 6  # 3 distinct labels x 2 distinct prompts
-    assert counter.rows == [3, 3]  # one batch per distinct template, across labels
+    assert counter.rows == [6]  # one batch across labels and templates
     assert np.array_equal(out.embeddings[0], out.embeddings[2])
     assert np.abs(out.embeddings - reference(tiny_clip, labels, templates)).max() < 1e-5
 
@@ -258,13 +260,13 @@ def test_cache_hit_encodes_nothing(tiny_clip: Bundle) -> None:
         assert counter.calls == 0
         assert again.num_cached == len(LABELS) and again.num_encoded == 0
         assert np.array_equal(again.embeddings, first.embeddings)
-        # two new labels: only they are encoded (one batch of 2 per template)
+        # two new labels: only they are encoded (one batch of their prompts)
         more = enc.encode_labels([*LABELS, "zebra", "okapi"], TEMPLATES, cache=cache)
         assert more.num_encoded == 2 and more.num_prompts == 2 * len(TEMPLATES)
-        assert counter.rows == [2] * len(TEMPLATES)
+        assert counter.rows == [2 * len(TEMPLATES)]
         # other templates are another cache entry
         enc.encode_labels(LABELS[:2], ["{}"], cache=cache)
-        assert counter.rows == [2] * len(TEMPLATES) + [2]
+        assert counter.rows == [2 * len(TEMPLATES), 2]
     finally:
         counter.close()
     ref = reference(tiny_clip, [*LABELS, "zebra", "okapi"], TEMPLATES)

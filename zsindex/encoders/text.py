@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 DEFAULT_TEXT_BATCH = 1024
 DEFAULT_TOKEN_BUDGET = 16384
+TREE_CHUNK = 8192  # prompts per prefix tree (more sharing vs. memory: ~nodes x width floats)
 
 
 @dataclass(frozen=True)
@@ -116,22 +117,16 @@ def _autocast(device: str, precision: str) -> Any:
     return contextlib.nullcontext()
 
 
-def _batches(
-    lengths: list[int], max_batch: int, token_budget: int, groups: list[int] | None = None
-) -> list[tuple[int, int]]:
+def _batches(lengths: list[int], max_batch: int, token_budget: int) -> list[tuple[int, int]]:
     """Greedy ``[start, end)`` ranges over ascending ``lengths``: ≤ max_batch rows and
-    rows × longest ≤ token_budget (at least one row per batch); a batch never spans two
-    ``groups`` values."""
+    rows × longest ≤ token_budget (at least one row per batch)."""
     out: list[tuple[int, int]] = []
     start = 0
     n = len(lengths)
     while start < n:
         end = start + 1
         while (
-            end < n
-            and end - start < max_batch
-            and (end - start + 1) * lengths[end] <= token_budget
-            and (groups is None or groups[end] == groups[start])
+            end < n and end - start < max_batch and (end - start + 1) * lengths[end] <= token_budget
         ):
             end += 1
         out.append((start, end))
@@ -148,7 +143,6 @@ def encode_prompts(
     batch_size: int = DEFAULT_TEXT_BATCH,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
     trim: bool = True,
-    groups: Sequence[int] | None = None,
     share_prefix: bool = True,
     progress: ProgressFn | None = None,
 ) -> torch.Tensor:
@@ -163,61 +157,50 @@ def encode_prompts(
         token_budget: most (prompts × tokens) per forward; with trimming, short prompts batch
             wider.
         trim: run causal end-pooled towers at each batch's real length (exact; see towers).
-        share_prefix: with ``trim``, for towers of plain open_clip blocks, encode the token
-            prefix a batch shares (a template's "a photo of") once and run the last block only at
-            the pooled position (exact; see :func:`~zsindex.encoders.towers.encode_shared_prefix`).
-        groups: optional group per prompt (e.g. its template); batches stay within a group, so
-            prompts of one template are batched together and share their prefix.
+        share_prefix: with ``trim``, for towers of plain open_clip blocks, run every distinct
+            token prefix once (a template's "a photo of", a genus shared by its species) and the
+            last block only at the pooled position (exact; see
+            :mod:`zsindex.encoders.prefix_tree`). Prompts go in chunks of ``TREE_CHUNK``.
         progress: called with ``(prompts done, prompts total)`` after each batch.
     """
     import torch
     import torch.nn.functional as F
 
-    from zsindex.encoders.towers import (
-        common_prefix_length,
-        detect_tower,
-        encode_prefix,
-        encode_shared_prefix,
-        encode_trimmed,
-        needed_lengths,
-    )
+    from zsindex.encoders.prefix_tree import encode_prefix_tree
+    from zsindex.encoders.towers import detect_tower, encode_trimmed, needed_lengths
 
     n = int(tokens.shape[0])
     if n == 0:
         raise InvalidInputError("no prompts to encode")
-    if groups is not None and len(groups) != n:
-        raise ValueError(f"groups has {len(groups)} entries for {n} prompts")
     tower = detect_tower(model) if trim else None
-    sorted_groups: list[int] | None = None
+    as_tree = tower is not None and share_prefix and tower.plain_blocks is not None
     if tower is not None:
         lengths = needed_lengths(tokens, tower)
-        order = torch.argsort(lengths, stable=True)
-        if groups is not None:
-            group_t = torch.as_tensor(list(groups), dtype=torch.long)
-            order = order[torch.argsort(group_t[order], stable=True)]
-            sorted_groups = group_t[order].tolist()
+    if as_tree:
+        # Lexicographic order puts prompts with common prefixes in the same chunk.
+        keys = tokens.numpy()
+        order = torch.from_numpy(np.lexsort(keys.T[::-1]).copy())
         sorted_len = lengths[order].tolist()
+        step = max(1, TREE_CHUNK)
+        batches = [(a, min(n, a + step)) for a in range(0, n, step)]
+    elif tower is not None:
+        order = torch.argsort(lengths, stable=True)
+        sorted_len = lengths[order].tolist()
+        batches = _batches(sorted_len, max(1, batch_size), max(1, token_budget))
     else:
         order = torch.arange(n)
         sorted_len = [int(tokens.shape[1])] * n
-    prefixes: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    batches = _batches(sorted_len, max(1, batch_size), max(1, token_budget), sorted_groups)
+        batches = _batches(sorted_len, max(1, batch_size), max(1, token_budget))
     out: torch.Tensor | None = None
     done = 0
     with torch.inference_mode(), _autocast(device, precision):
         for start, end in batches:
             idx = order[start:end]
             batch = tokens[idx]
-            if tower is not None and share_prefix and tower.plain_blocks is not None:
-                batch = batch[:, : sorted_len[end - 1]].to(device)
-                shared = common_prefix_length(batch, lengths[idx].to(device))
-                cache = None
-                if shared:
-                    key = tuple(batch[0, :shared].tolist())
-                    if key not in prefixes:
-                        prefixes[key] = encode_prefix(tower, batch[0, :shared])
-                    cache = prefixes[key]
-                feats = encode_shared_prefix(tower, batch, shared, cache)
+            if as_tree:
+                assert tower is not None
+                batch = batch[:, : max(sorted_len[start:end])]
+                feats = encode_prefix_tree(tower, batch.to(device))
             elif tower is not None:
                 batch = batch[:, : sorted_len[end - 1]]
                 feats = encode_trimmed(tower, batch.to(device))
@@ -338,20 +321,14 @@ def encode_labels(
     uniq: list[str] = []
     if tokenize_keys:
         # Distinct prompts of the labels to tokenize, each once.
-        # Each prompt's group is its template (-1 for a label's own prompts): prompts of one
-        # template are batched together and share their encoded prefix.
         pos: dict[str, int] = {}
         key_ids: dict[str, list[int]] = {}
-        groups: list[int] = []
         for key in tokenize_keys:
             ids = []
-            label_index = first_of[key]
-            own = prompts is not None and prompts[label_index] is not None
-            for j, p in enumerate(per_label[label_index]):
+            for p in per_label[first_of[key]]:
                 if p not in pos:
                     pos[p] = len(uniq)
                     uniq.append(p)
-                    groups.append(-1 if own else j)
                 ids.append(pos[p])
             key_ids[key] = ids
         tokenizer = runtime.text_tokenizer() if not missing_keys else runtime.text_parts()[1]
@@ -371,7 +348,6 @@ def encode_labels(
                 device=device,
                 precision=precision,
                 batch_size=batch_size,
-                groups=[groups[i] for i in need],
                 progress=progress,
             )
             label_ids = [[remap[i] for i in key_ids[k]] for k in missing_keys]

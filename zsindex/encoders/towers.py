@@ -19,7 +19,6 @@ This module imports torch; import it lazily.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +26,8 @@ from torch import nn
 
 __all__ = [
     "TrimmableTower",
-    "common_prefix_length",
     "detect_tower",
     "encode_full",
-    "encode_shared_prefix",
     "encode_trimmed",
     "needed_lengths",
 ]
@@ -49,8 +46,8 @@ class TrimmableTower:
     pool_type: str
     eos_id: int | None
     # The transformer's blocks when they are all plain open_clip ``ResidualAttentionBlock``s
-    # (pre-norm, ``nn.MultiheadAttention`` self-attention): then :func:`encode_shared_prefix`
-    # can run them itself. ``None`` otherwise.
+    # (pre-norm, ``nn.MultiheadAttention`` self-attention): then
+    # :mod:`zsindex.encoders.prefix_tree` can run them itself. ``None`` otherwise.
     plain_blocks: tuple[nn.Module, ...] | None = None
 
 
@@ -182,112 +179,3 @@ def encode_full(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     assert isinstance(out, torch.Tensor)
     return out
 
-
-def common_prefix_length(tokens: torch.Tensor, lengths: torch.Tensor) -> int:
-    """How many leading positions every row of ``tokens`` shares, leaving at least each row's
-    pooled token (``lengths - 1``) outside the prefix."""
-    if tokens.shape[0] == 0:
-        return 0
-    same = (tokens == tokens[:1]).all(dim=0)
-    differs = (~same).nonzero()
-    shared = int(differs[0, 0]) if differs.numel() else int(tokens.shape[1])
-    return max(0, min(shared, int(lengths.min()) - 1))
-
-
-def _self_attention_block(
-    block: Any,  # open_clip ResidualAttentionBlock (checked by _plain_blocks)
-    x: torch.Tensor,
-    past: tuple[torch.Tensor, torch.Tensor] | None,
-    pooled_at: torch.Tensor | None,
-) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """One pre-norm residual block over ``x [B, S, width]`` that follows ``past`` keys/values
-    (``[1, heads, P, head_dim]``, shared by every row) at positions ``P .. P+S-1``, causal.
-
-    Returns the block's output and this call's keys/values. With ``pooled_at`` (``[B]``
-    positions within ``x``) only those rows' outputs are computed (``[B, 1, width]``): the last
-    block of an end-pooled tower needs nothing else.
-    """
-    attn = block.attn
-    assert isinstance(attn, nn.MultiheadAttention)
-    batch, length, width = x.shape
-    heads = attn.num_heads
-    head_dim = width // heads
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = (
-        t.reshape(batch, length, heads, head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1)
-    )
-    if past is not None:
-        keys = torch.cat((past[0].expand(batch, -1, -1, -1), k), dim=2)
-        values = torch.cat((past[1].expand(batch, -1, -1, -1), v), dim=2)
-        offset = past[0].shape[2]
-    else:
-        keys, values, offset = k, v, 0
-    total = offset + length
-    cols = torch.arange(total, device=x.device)
-    if pooled_at is None:
-        rows = torch.arange(length, device=x.device) + offset
-        mask = cols[None, :] <= rows[:, None]  # [S, P+S]: causal, True = may attend
-        residual = x
-    else:
-        pick = torch.arange(batch, device=x.device)
-        q = q[pick, :, pooled_at].unsqueeze(2)  # [B, heads, 1, head_dim]
-        mask = (cols[None, :] <= (pooled_at + offset)[:, None])[:, None, None, :]
-        residual = x[pick, pooled_at].unsqueeze(1)
-        length = 1
-    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-    out = out.transpose(1, 2).reshape(batch, length, width)
-    out = F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
-    y = residual + block.ls_1(out)
-    y = y + block.ls_2(block.mlp(block.ln_2(y)))
-    return y, (k, v)
-
-
-def encode_prefix(
-    tower: TrimmableTower, prefix: torch.Tensor
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Keys/values of every block for a shared token prefix ``[P]`` (P ≥ 1), for
-    :func:`encode_shared_prefix`."""
-    assert tower.plain_blocks is not None
-    cast_dtype = tower.transformer.get_cast_dtype()  # type: ignore[operator]
-    length = int(prefix.shape[0])
-    x = tower.token_embedding(prefix[None]).to(cast_dtype)
-    x = x + tower.positional_embedding[:length].to(cast_dtype)
-    cache = []
-    for block in tower.plain_blocks:
-        x, kv = _self_attention_block(block, x, None, None)
-        cache.append(kv)
-    return cache
-
-
-def encode_shared_prefix(
-    tower: TrimmableTower,
-    tokens: torch.Tensor,
-    prefix_len: int,
-    prefix_cache: list[tuple[torch.Tensor, torch.Tensor]] | None,
-) -> torch.Tensor:
-    """L2-normalised features of ``tokens [B, L]`` whose first ``prefix_len`` positions are the
-    same in every row and already encoded (``prefix_cache``, from :func:`encode_prefix`).
-
-    Exact for the towers :func:`detect_tower` accepts with ``plain_blocks`` (causal attention:
-    a shared prefix's keys and values do not depend on what follows it, and the pooled position
-    is the only output the last block needs). Numbers equal :func:`encode_trimmed` up to float
-    summation order.
-    """
-    assert tower.plain_blocks is not None
-    cast_dtype = tower.transformer.get_cast_dtype()  # type: ignore[operator]
-    length = int(tokens.shape[1])
-    suffix = tokens[:, prefix_len:]
-    x = tower.token_embedding(suffix).to(cast_dtype)
-    x = x + tower.positional_embedding[prefix_len:length].to(cast_dtype)
-    # Pooled position of each row within the suffix (computed on the whole row, as open_clip).
-    pooled_at = pool_indices(tokens, tower) - prefix_len
-    blocks = tower.plain_blocks
-    for i, block in enumerate(blocks):
-        past = prefix_cache[i] if prefix_cache is not None else None
-        last = i == len(blocks) - 1
-        x, _ = _self_attention_block(block, x, past, pooled_at if last else None)
-    x = tower.ln_final(x[:, 0])
-    proj = tower.text_projection
-    if proj is not None:
-        x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
-    return F.normalize(x, dim=-1)
