@@ -5,9 +5,10 @@
    (parse, validate, load the model, encode, store) through ``Client.local``'s backend, in a
    fresh process: labels/s (every tree node is a label), rows/s and store bytes per label. A
    second registration of the same content shows the cached path, and a third, of another
-   taxonomy of the same shape, the warm path (model loaded, nothing cached). Two shapes (``--shape``):
-   ``tree``, a realistic sorted taxonomy with binomial species names (~1.15 nodes per row), and
-   ``random-paths``, a harsher one (~2 nodes per row, digit-per-token names).
+   taxonomy of the same shape, the warm path (model loaded, nothing cached). Two shapes
+   (``--shape``): ``tree``, a realistic sorted taxonomy with binomial species names (~1.15
+   nodes per row), and ``random-paths``, a harsher one (~2 nodes per row, digit-per-token
+   names).
 2. ``labels import`` of ``--rows`` x 512 float16 embeddings (default 1,000,000) with a names file,
    in a child process so its peak memory (max RSS) is measured alone; compared with the float32
    matrix size (the floor is 3x).

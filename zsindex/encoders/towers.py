@@ -178,4 +178,3 @@ def encode_full(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     out = model.encode_text(tokens, normalize=True)  # type: ignore[operator]
     assert isinstance(out, torch.Tensor)
     return out
-
