@@ -144,3 +144,23 @@ def test_text_cache_round_trip(store: Store) -> None:
     assert set(got) == {"k1", "k2"}
     np.testing.assert_array_equal(got["k2"], vecs["k2"])
     assert cache.get_many("other", "td", ["k1"]) == {}
+
+
+def test_text_cache_in_bulk_reads_back_through_the_orm(store: Store) -> None:
+    """More keys than one lookup batch; rows written by the driver-level path read back through
+    SQLAlchemy (timestamps in the dialect's own format)."""
+    from sqlalchemy import select
+
+    from zsindex.store.models import TextEmbeddingCacheRow
+
+    cache = SqlTextEmbeddingCache(store.engine)
+    vecs = {f"key-{i}": _unit(1, seed=i)[0] for i in range(2_500)}
+    cache.put_many("fp", "td", vecs)
+    got = cache.get_many("fp", "td", [*vecs, "absent"])
+    assert set(got) == set(vecs)
+    np.testing.assert_array_equal(got["key-2499"], vecs["key-2499"])
+    with store.engine.connect() as conn:
+        row = conn.execute(
+            select(TextEmbeddingCacheRow).where(TextEmbeddingCacheRow.label_key == "key-7")
+        ).one()
+    assert row.dim == vecs["key-7"].shape[0] and row.created_at.year >= 2026

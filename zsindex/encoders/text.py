@@ -334,24 +334,29 @@ def encode_labels(
         tokenizer = runtime.text_tokenizer() if not missing_keys else runtime.text_parts()[1]
         tokens, trunc = tokenize(tokenizer, uniq)
         context = int(tokens.shape[1])
-        bad_keys = {k for k, ids in key_ids.items() if trunc[ids].any()}
+        bad_keys = {k for k, ids in key_ids.items() if trunc[ids].any()} if trunc.any() else set()
         truncated_labels = [i for i, k in enumerate(keys) if k in bad_keys]
         num_truncated = sum(int(trunc[key_ids[keys[i]]].sum()) for i in truncated_labels)
         _report_truncation(labels, truncated_labels, num_truncated, context, strict)
         if missing_keys:
             model, _, device, precision = runtime.text_parts()
-            need = sorted({i for k in missing_keys for i in key_ids[k]})
-            remap = {old: new for new, old in enumerate(need)}
+            if len(missing_keys) == len(key_ids):  # nothing cached (a new label set)
+                need_tokens = tokens
+                label_ids = [key_ids[k] for k in missing_keys]
+            else:
+                need = sorted({i for k in missing_keys for i in key_ids[k]})
+                remap = {old: new for new, old in enumerate(need)}
+                need_tokens = tokens[need]
+                label_ids = [[remap[i] for i in key_ids[k]] for k in missing_keys]
+                uniq = [uniq[i] for i in need]
             prompt_emb = encode_prompts(
                 model,
-                tokens[need],
+                need_tokens,
                 device=device,
                 precision=precision,
                 batch_size=batch_size,
                 progress=progress,
             )
-            label_ids = [[remap[i] for i in key_ids[k]] for k in missing_keys]
-            uniq = [uniq[i] for i in need]
 
     if missing_keys:
         assert prompt_emb is not None
