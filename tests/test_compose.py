@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -53,8 +54,15 @@ def test_compose_api_command_starts_the_service(pg_url: str, tmp_path: Path) -> 
         ZSINDEX_API_KEYS="compose-test-key",
         ZSINDEX_DEVICE="cpu",
     )
+    # Its own process group: `sh -c "a && b"` runs `zsindex serve` as a child, which
+    # terminating the shell alone would leave running.
     proc = subprocess.Popen(
-        ["sh", "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ["sh", "-c", script],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -73,5 +81,19 @@ def test_compose_api_command_starts_the_service(pg_url: str, tmp_path: Path) -> 
         listed = httpx.get(f"http://127.0.0.1:{port}/v1/labelsets", timeout=5)
         assert listed.status_code == 200 and listed.json() == []
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+        _wait_until_group_exits(proc.pid)
+
+
+def _wait_until_group_exits(group: int, timeout: float = 30.0) -> None:
+    """Wait for every process of ``group`` (the server under the shell) to exit, or kill it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.killpg(group, signal.SIGKILL)
+    raise AssertionError(f"the service did not stop within {timeout:.0f} s of SIGTERM")
