@@ -51,24 +51,27 @@ def encoder_for(bundle: Bundle, name: str = "custom") -> Encoder:
 
 
 class ForwardCounter:
-    """Counts forward passes of a module through a real torch hook."""
+    """Counts forward passes of a module through a real torch hook, with each input's shape."""
 
     def __init__(self, module: Any) -> None:
-        self.calls = 0
-        self.lengths: list[int] = []
-        self.rows: list[int] = []
         self.shapes: list[tuple[int, ...]] = []
-        self.single_rows: list[list[int]] = []
         self._handle = module.register_forward_hook(self._hook)
 
     def _hook(self, _module: Any, args: Any, _out: Any) -> None:
-        self.calls += 1
-        self.rows.append(int(args[0].shape[0]))
         self.shapes.append(tuple(args[0].shape))
-        if args[0].shape[0] == 1:
-            self.single_rows.append(args[0][0].tolist())
-        if args[0].ndim > 2:
-            self.lengths.append(int(args[0].shape[1]))
+
+    @property
+    def calls(self) -> int:
+        return len(self.shapes)
+
+    @property
+    def rows(self) -> list[int]:
+        return [shape[0] for shape in self.shapes]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Sequence lengths of ``[batch, length, width]`` inputs."""
+        return [shape[1] for shape in self.shapes if len(shape) > 2]
 
     def close(self) -> None:
         self._handle.remove()

@@ -23,27 +23,32 @@ def silent_server() -> socket.socket:
     sock.close()
 
 
+def _seconds_to_fail(url: str) -> float:
+    """Open a connection to ``url``; it must fail with the store-unavailable error."""
+    engine = make_engine(url)
+    start = time.monotonic()
+    try:
+        with (
+            pytest.raises(StoreError, match="database unavailable"),
+            read_transaction(engine) as conn,
+        ):
+            conn.execute(text("SELECT 1"))
+        return time.monotonic() - start
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("default_s", "query", "reason"),
+    [(1, "", "the default"), (60, "?connect_timeout=1", "the URL's 1 s, not the 60 s default")],
+)
 def test_unanswering_postgres_fails_within_the_connect_timeout(
-    silent_server: socket.socket, monkeypatch: pytest.MonkeyPatch
+    silent_server: socket.socket,
+    monkeypatch: pytest.MonkeyPatch,
+    default_s: int,
+    query: str,
+    reason: str,
 ) -> None:
-    monkeypatch.setattr(engine_module, "PG_CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(engine_module, "PG_CONNECT_TIMEOUT_S", default_s)
     port = silent_server.getsockname()[1]
-    engine = make_engine(f"postgresql://nobody@127.0.0.1:{port}/test")
-    start = time.monotonic()
-    with pytest.raises(StoreError, match="database unavailable"), read_transaction(engine) as conn:
-        conn.execute(text("SELECT 1"))
-    assert time.monotonic() - start < 10
-    engine.dispose()
-
-
-def test_url_connect_timeout_wins(
-    silent_server: socket.socket, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(engine_module, "PG_CONNECT_TIMEOUT_S", 60)
-    port = silent_server.getsockname()[1]
-    engine = make_engine(f"postgresql://nobody@127.0.0.1:{port}/test?connect_timeout=1")
-    start = time.monotonic()
-    with pytest.raises(StoreError), read_transaction(engine) as conn:
-        conn.execute(text("SELECT 1"))
-    assert time.monotonic() - start < 10  # the URL's 1 s, not the 60 s default
-    engine.dispose()
+    assert _seconds_to_fail(f"postgresql://nobody@127.0.0.1:{port}/test{query}") < 10, reason

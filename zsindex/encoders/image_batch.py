@@ -75,7 +75,7 @@ def encode_image_batch(
         if isinstance(source, torch.Tensor):  # already the model's input (preprocessed)
             return source
         try:
-            img = load_image(images[i], max_pixels=max_pixels, draft_size=draft_size)
+            img = load_image(source, max_pixels=max_pixels, draft_size=draft_size)
         except ImageError as exc:
             if raise_errors:
                 raise

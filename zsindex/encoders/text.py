@@ -88,8 +88,7 @@ def tokenize(
     """
     fast = fast_tokenizer_for(tokenizer)
     if fast is not None:
-        fast_tokens, fast_truncated = fast.tokens(prompts)
-        return fast_tokens, fast_truncated
+        return fast.tokens(prompts)
     tokens = tokenizer(list(prompts))
     ctx = int(tokens.shape[1])
     pad = tokenizer([""])[0, -1]
@@ -183,13 +182,13 @@ def encode_prompts(
         sorted_len = lengths[order].tolist()
         step = max(1, TREE_CHUNK)
         batches = [(a, min(n, a + step)) for a in range(0, n, step)]
-    elif tower is not None:
-        order = torch.argsort(lengths, stable=True)
-        sorted_len = lengths[order].tolist()
-        batches = _batches(sorted_len, max(1, batch_size), max(1, token_budget))
     else:
-        order = torch.arange(n)
-        sorted_len = [int(tokens.shape[1])] * n
+        if tower is not None:
+            order = torch.argsort(lengths, stable=True)
+            sorted_len = lengths[order].tolist()
+        else:
+            order = torch.arange(n)
+            sorted_len = [int(tokens.shape[1])] * n
         batches = _batches(sorted_len, max(1, batch_size), max(1, token_budget))
     out: torch.Tensor | None = None
     done = 0

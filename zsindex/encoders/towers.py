@@ -24,13 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
-    "TrimmableTower",
-    "detect_tower",
-    "encode_full",
-    "encode_trimmed",
-    "needed_lengths",
-]
+__all__ = ["TrimmableTower", "detect_tower", "encode_full", "encode_trimmed", "needed_lengths"]
 
 
 @dataclass(frozen=True)

@@ -208,7 +208,14 @@ async def _parse(request: Request, state: ServiceState) -> tuple[ClassifyOptions
     else:
         images = [None] * len(raw)
     if any(img is None for img in images):
-        images = await asyncio.to_thread(lambda: [prepare(data, name) for data, name in raw])
+        # Only the images left for a worker thread (too large to decode on the loop).
+        done = images
+        images = await asyncio.to_thread(
+            lambda: [
+                img if img is not None else prepare(data, name)
+                for img, (data, name) in zip(done, raw, strict=True)
+            ]
+        )
     job = Job(
         loaded=loaded,
         image_names=[name for _, name in raw],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,17 @@ def _rows(version_id: int, labels: LabelColumns) -> Iterator[tuple[Any, ...]]:
         )
 
 
+@contextmanager
+def driver_cursor(conn: Connection) -> Iterator[tuple[Any, str]]:
+    """The DB-API cursor under ``conn`` (inside its transaction) and the driver's parameter
+    mark (``%s`` for psycopg, ``?`` for sqlite3)."""
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cur, "%s" if conn.dialect.name == "postgresql" else "?"
+    finally:
+        cur.close()
+
+
 def insert_labels(conn: Connection, version_id: int, labels: LabelColumns) -> None:
     """Insert every label of a version inside the caller's transaction."""
     dbapi: Any = conn.connection.driver_connection
@@ -45,34 +57,23 @@ def insert_labels(conn: Connection, version_id: int, labels: LabelColumns) -> No
             for row in _rows(version_id, labels):
                 copy.write_row(row)
         return
-    cur = dbapi.cursor()
-    try:
+    with driver_cursor(conn) as (cur, mark):
         cur.executemany(
-            f"INSERT INTO labels ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO labels ({', '.join(_COLUMNS)}) "
+            f"VALUES ({', '.join([mark] * len(_COLUMNS))})",
             _rows(version_id, labels),
         )
-    finally:
-        cur.close()
 
 
 def load_labels(conn: Connection, version_id: int) -> LabelColumns:
     """Load a version's labels in position order as columns."""
-    dbapi: Any = conn.connection.driver_connection
-    sql = (
-        "SELECT name, prompts, parent_position, depth, rank FROM labels "
-        "WHERE version_id = {p} ORDER BY position"
-    )
-    if conn.dialect.name == "postgresql":
-        with dbapi.cursor() as cur:
-            cur.execute(sql.format(p="%s"), (version_id,))
-            rows = cur.fetchall()
-    else:
-        cur = dbapi.cursor()
-        try:
-            cur.execute(sql.format(p="?"), (version_id,))
-            rows = cur.fetchall()
-        finally:
-            cur.close()
+    with driver_cursor(conn) as (cur, mark):
+        cur.execute(
+            "SELECT name, prompts, parent_position, depth, rank FROM labels "
+            f"WHERE version_id = {mark} ORDER BY position",
+            (version_id,),
+        )
+        rows = cur.fetchall()
     n = len(rows)
     names = [r[0] for r in rows]
     prompts = [tuple(json.loads(r[1])) if r[1] is not None else None for r in rows]

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
 
+from zsindex.store.bulk import driver_cursor
 from zsindex.store.engine import read_transaction, write_transaction
 from zsindex.store.models import TextEmbeddingCacheRow
 
@@ -40,25 +40,19 @@ class SqlTextEmbeddingCache:
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(keys))
         table = TextEmbeddingCacheRow.__tablename__
-        with read_transaction(self.engine) as conn:
-            # Driver-level queries (SQLAlchemy compiling an IN of 2,000 parameters per batch cost
-            # more than the lookups themselves on 100k-label sets).
-            mark = "%s" if conn.dialect.name == "postgresql" else "?"
-            dbapi: Any = conn.connection.driver_connection
-            cur = dbapi.cursor()
-            try:
-                for start in range(0, len(unique), _LOOKUP_BATCH):
-                    batch = unique[start : start + _LOOKUP_BATCH]
-                    cur.execute(
-                        f"SELECT label_key, vector FROM {table} WHERE model_fingerprint = {mark} "
-                        f"AND templates_digest = {mark} "
-                        f"AND label_key IN ({', '.join([mark] * len(batch))})",
-                        (model_fingerprint, templates_digest, *batch),
-                    )
-                    for key, blob in cur.fetchall():
-                        found[key] = np.frombuffer(bytes(blob), dtype=np.float32)
-            finally:
-                cur.close()
+        # Driver-level queries (SQLAlchemy compiling an IN of 2,000 parameters per batch cost
+        # more than the lookups themselves on 100k-label sets).
+        with read_transaction(self.engine) as conn, driver_cursor(conn) as (cur, mark):
+            for start in range(0, len(unique), _LOOKUP_BATCH):
+                batch = unique[start : start + _LOOKUP_BATCH]
+                cur.execute(
+                    f"SELECT label_key, vector FROM {table} WHERE model_fingerprint = {mark} "
+                    f"AND templates_digest = {mark} "
+                    f"AND label_key IN ({', '.join([mark] * len(batch))})",
+                    (model_fingerprint, templates_digest, *batch),
+                )
+                for key, blob in cur.fetchall():
+                    found[key] = np.frombuffer(bytes(blob), dtype=np.float32)
         return found
 
     def put_many(
@@ -85,17 +79,11 @@ class SqlTextEmbeddingCache:
                 )
                 for key, vec in sorted(items.items())  # key order: B-tree appends, not splits
             ]
-            postgres = conn.dialect.name == "postgresql"
-            mark = "%s" if postgres else "?"
-            sql = (
-                f"INSERT INTO {TextEmbeddingCacheRow.__tablename__} "
-                f"({', '.join(_WRITE_COLUMNS)}) VALUES ({', '.join([mark] * len(_WRITE_COLUMNS))}) "
-                "ON CONFLICT DO NOTHING"
-            )
-            dbapi: Any = conn.connection.driver_connection
-            cur = dbapi.cursor()
-            try:
+            with driver_cursor(conn) as (cur, mark):
+                sql = (
+                    f"INSERT INTO {TextEmbeddingCacheRow.__tablename__} "
+                    f"({', '.join(_WRITE_COLUMNS)}) "
+                    f"VALUES ({', '.join([mark] * len(_WRITE_COLUMNS))}) ON CONFLICT DO NOTHING"
+                )
                 for start in range(0, len(rows), _WRITE_BATCH):
                     cur.executemany(sql, rows[start : start + _WRITE_BATCH])
-            finally:
-                cur.close()
