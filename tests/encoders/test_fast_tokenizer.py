@@ -69,3 +69,19 @@ def test_only_plain_simple_tokenizers_take_the_fast_path(simple: Any) -> None:
     canonical = open_clip.tokenizer.SimpleTokenizer(clean="canonicalize")
     assert fast_tokenizer_for(canonical) is None
     assert fast_tokenizer_for(lambda texts: texts) is None
+
+
+def test_token_array_is_numpy_and_tokens_wraps_it(simple: Any) -> None:
+    import numpy as np
+    import torch
+
+    fast = FastTokenizer(simple)
+    texts = ["a photo of a dog.", "word " * 80, "café &amp; Ａ"]
+    array, truncated = fast.token_array(texts)
+    assert isinstance(array, np.ndarray) and array.dtype == np.int64 and array.shape == (3, 77)
+    assert truncated.tolist() == [False, True, False]
+    tensor, truncated_again = fast.tokens(texts)
+    assert isinstance(tensor, torch.Tensor) and tensor.dtype == torch.int64
+    assert tensor.tolist() == array.tolist() == simple(texts).tolist()
+    assert truncated_again.tolist() == truncated.tolist()
+    assert fast.token_array(texts, 8)[0].tolist() == simple(texts, context_length=8).tolist()
