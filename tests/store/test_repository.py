@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import numpy as np
@@ -147,11 +148,12 @@ def test_text_cache_round_trip(store: Store) -> None:
 
 
 def test_text_cache_in_bulk_reads_back_through_the_orm(store: Store) -> None:
-    """More keys than one lookup batch; rows written by the driver-level path read back through
-    SQLAlchemy (timestamps in the dialect's own format)."""
+    """Chunks written by the driver-level path read back through SQLAlchemy (timestamps in the
+    dialect's own format, keys sorted, vectors in key order)."""
     from sqlalchemy import select
+    from sqlalchemy.orm import Session
 
-    from zsindex.store.models import TextEmbeddingCacheRow
+    from zsindex.store.models import TextEmbeddingChunkRow
 
     cache = SqlTextEmbeddingCache(store.engine)
     vecs = {f"key-{i}": _unit(1, seed=i)[0] for i in range(2_500)}
@@ -159,8 +161,15 @@ def test_text_cache_in_bulk_reads_back_through_the_orm(store: Store) -> None:
     got = cache.get_many("fp", "td", [*vecs, "absent"])
     assert set(got) == set(vecs)
     np.testing.assert_array_equal(got["key-2499"], vecs["key-2499"])
-    with store.engine.connect() as conn:
-        row = conn.execute(
-            select(TextEmbeddingCacheRow).where(TextEmbeddingCacheRow.label_key == "key-7")
-        ).one()
-    assert row.dim == vecs["key-7"].shape[0] and row.created_at.year >= 2026
+    with Session(store.engine) as session:
+        row = session.scalars(select(TextEmbeddingChunkRow)).one()
+    assert (row.model_fingerprint, row.templates_digest) == ("fp", "td")
+    assert row.num_rows == 2_500 and row.dim == 16 and row.created_at.year >= 2026
+    # The stored format: 16-byte BLAKE2b digests of the UTF-8 keys, sorted as bytes; vector i
+    # belongs to key i.
+    digests = {hashlib.blake2b(k.encode("utf-8"), digest_size=16).digest(): k for k in vecs}
+    stored = [row.keys[i : i + 16] for i in range(0, len(row.keys), 16)]
+    assert stored == sorted(digests)
+    matrix = np.frombuffer(row.vectors, dtype="<f4").reshape(2_500, 16)
+    for i in (0, 7, 2_499):
+        np.testing.assert_array_equal(matrix[i], vecs[digests[stored[i]]])

@@ -140,16 +140,26 @@ class EmbeddingChunkRow(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class TextEmbeddingCacheRow(Base):
-    """fp32 text embedding of one label under (model fingerprint, templates digest)."""
+class TextEmbeddingChunkRow(Base):
+    """fp32 text embeddings of up to ``CHUNK_ROWS`` labels under (model fingerprint, templates
+    digest), as two blobs (see :mod:`zsindex.store.text_cache`).
 
-    __tablename__ = "text_embedding_cache"
+    ``keys`` holds ``num_rows`` 16-byte BLAKE2b digests of the label keys, sorted ascending as
+    bytes; ``vectors`` holds ``num_rows`` × ``dim`` little-endian float32, row ``i`` belonging to
+    key ``i``. A key may sit in more than one chunk (always with the same vector).
+    """
 
-    model_fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
-    templates_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
-    label_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    __tablename__ = "text_embedding_chunks"
+    # Named by the convention: ix_text_embedding_chunks_model_fingerprint.
+    __table_args__ = (Index(None, "model_fingerprint", "templates_digest"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_fingerprint: Mapped[str] = mapped_column(String(64))
+    templates_digest: Mapped[str] = mapped_column(String(64))
     dim: Mapped[int] = mapped_column(Integer)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    num_rows: Mapped[int] = mapped_column(Integer)
+    keys: Mapped[bytes] = mapped_column(LargeBinary)
+    vectors: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
 
 
