@@ -37,10 +37,14 @@ class LocalBackend:
 
     Args:
         settings: where the store is, which model and device to use by default.
+        text_worker: let :meth:`add_labelset` load the text tower in a child process while this
+            one parses and tokenizes, where that pays off (a one-shot command that has not
+            imported open_clip; see :mod:`zsindex.encoders.text_worker`). The CLI sets it.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, text_worker: bool = False) -> None:
         self.settings = settings
+        self.text_worker = text_worker
         self._store: Store | None = None
         self._encoders: dict[tuple[str, str | None], Encoder] = {}
         self._loaded: dict[str, LoadedLabelSet] = {}
@@ -166,18 +170,32 @@ class LocalBackend:
 
         ``templates`` may name a template file only with ``template_files=True`` (the CLI):
         remote callers must never make this process open a path."""
-        from zsindex.catalog.convert import version_info
-        from zsindex.catalog.registration import register_spec
+        from zsindex.encoders.text_worker import start_text_worker
         from zsindex.labels.validate import validate_labelset_name
 
         validate_labelset_name(name)
-        spec = self.build_spec(**source)
-        chosen = self._resolve_templates(templates, spec, allow_files=template_files)
         model, pretrained = self._model_choice(model, pretrained)
         encoder = self.encoder(model, pretrained)
-        record = register_spec(
-            self.store, name, spec, encoder, templates=chosen, strict=strict, progress=progress
-        )
+        # Started first, so the child's imports overlap everything below (imports included).
+        worker = start_text_worker(encoder) if self.text_worker else None
+        try:
+            from zsindex.catalog.convert import version_info
+            from zsindex.catalog.registration import register_spec
+
+            spec = self.build_spec(**source)
+            chosen = self._resolve_templates(templates, spec, allow_files=template_files)
+            record = register_spec(
+                self.store,
+                name,
+                spec,
+                worker or encoder,
+                templates=chosen,
+                strict=strict,
+                progress=progress,
+            )
+        finally:
+            if worker is not None:
+                worker.close()
         self._forget(name)
         return version_info(record)
 

@@ -141,7 +141,7 @@ def test_trimmed_forward_equals_full_context(fixture: str, request: pytest.Fixtu
     # ("a", "cat") -> 3 tokens, ("a photo of a dog.", "the ... end") -> 15, ("x x ...", LONG) -> 77
     assert sorted(counter.lengths) == [3, 15, 77]
     with torch.no_grad():
-        full = bundle.model.encode_text(tokens, normalize=True)
+        full = bundle.model.encode_text(torch.from_numpy(tokens), normalize=True)
     assert (trimmed - full).abs().max().item() < 1e-5
 
 
@@ -161,7 +161,8 @@ def test_prefix_tree_forward_equals_full_context(
     labels = ["dog", "cat", "great white shark", "great white", "x " * 40, "a", LONG]
     prompts = [f"a photo of a {x}." for x in labels] + [f"itap of the {x}" for x in labels]
     prompts += ["", "a", "a photo", "a photo of a dog."]  # a duplicate, and prefixes of others
-    tokens, _ = tokenize(bundle.tokenizer, prompts)
+    tokens_np, _ = tokenize(bundle.tokenizer, prompts)
+    tokens = torch.from_numpy(tokens_np)
     with torch.no_grad():
         full = bundle.model.encode_text(tokens, normalize=True)
     embedded = ForwardCounter(tower.token_embedding)

@@ -20,7 +20,7 @@ from zsindex.store.repository import Store
 from zsindex.store.text_cache import SqlTextEmbeddingCache
 
 if TYPE_CHECKING:
-    from zsindex.encoders import Encoder
+    from zsindex.encoders.text import TextRuntime
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +44,25 @@ def embed_spec(
     store: Store,
     spec: LabelSetSpec,
     templates: tuple[str, ...],
-    encoder: Encoder,
+    runtime: TextRuntime,
     *,
     strict: bool = False,
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, int, ModelSpec]:
     """Text embeddings of every node of ``spec`` (cache first; the model loads only for misses).
 
+    ``runtime`` is an :class:`~zsindex.encoders.Encoder` or a
+    :class:`~zsindex.encoders.text_worker.TextWorker`.
+
     Returns:
         (float32 matrix [N, dim], number of truncated prompts, model identity)
     """
+    from zsindex.encoders.text import encode_labels
+
     texts = [spec.text_of(i) for i in range(len(spec))]
     prompts = list(spec.prompts) if spec.prompts is not None else None
-    result = encoder.encode_labels(
+    result = encode_labels(
+        runtime,
         texts,
         templates,
         prompts=prompts,
@@ -64,14 +70,14 @@ def embed_spec(
         strict=strict,
         progress=progress,
     )
-    return result.embeddings, result.num_truncated, model_spec(encoder.info)
+    return result.embeddings, result.num_truncated, model_spec(runtime.info)
 
 
 def register_spec(
     store: Store,
     name: str,
     spec: LabelSetSpec,
-    encoder: Encoder,
+    runtime: TextRuntime,
     *,
     templates: tuple[str, ...],
     strict: bool = False,
@@ -81,7 +87,7 @@ def register_spec(
     from zsindex.catalog.convert import spec_to_columns
 
     validate_labelset_name(name)
-    digest = spec.with_templates(templates).digest(encoder.info.fingerprint)
+    digest = spec.with_templates(templates).digest(runtime.info.fingerprint)
     unchanged = _current_if_same(store, name, digest)
     if unchanged is not None:
         log.info(
@@ -93,7 +99,7 @@ def register_spec(
         return unchanged
     columns = spec_to_columns(spec)
     matrix, truncated, model = embed_spec(
-        store, spec, templates, encoder, strict=strict, progress=progress
+        store, spec, templates, runtime, strict=strict, progress=progress
     )
     return store.create_version(
         NewVersion(

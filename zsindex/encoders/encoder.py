@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zsindex.encoders.cache import TextEmbeddingCache
+from zsindex.encoders.fast_tokenizer import FastTokenizer, standalone_tokenizer
 from zsindex.encoders.image_batch import ImageEncoding
 from zsindex.encoders.images import DEFAULT_MAX_PIXELS, ImageSource
 from zsindex.encoders.info import (
@@ -211,6 +212,61 @@ class Encoder:
         assert self._resolved is not None
         return get_tokenizer(self._resolved.tokenizer_source)
 
+    def standalone_tokenizer(self) -> FastTokenizer | None:
+        """The model's tokenizer without torch or open_clip, where that is exact (open_clip's
+        default BPE tokenizer; see :func:`~zsindex.encoders.fast_tokenizer.standalone_tokenizer`),
+        else ``None``. Only for resolved models: a wrapped model brings its own tokenizer."""
+        if self._resolved is None:
+            return None
+        return standalone_tokenizer(self._resolved.model_cfg, self._resolved.tokenizer_source)
+
+    def tokenize_prompts(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(tokens [n, context] int64, truncated bool [n])`` exactly as the model's open_clip
+        tokenizer cuts them; never loads the weights. Before the model is loaded, and where it
+        is exact, this does not even import open_clip (≈5 s with torch, torchvision and timm)."""
+        from zsindex.encoders.text import tokenize
+
+        fast = self.standalone_tokenizer() if self._loaded is None else None
+        if fast is not None:
+            return fast.token_array(prompts)
+        return tokenize(self.text_tokenizer(), prompts)
+
+    def encode_tokens(
+        self,
+        tokens: np.ndarray,
+        *,
+        batch_size: int = DEFAULT_TEXT_BATCH,
+        progress: ProgressFn | None = None,
+    ) -> np.ndarray:
+        """L2-normalised float32 ``[n, dim]`` features of token rows (loads the model)."""
+        from zsindex.encoders.text import encode_prompts
+
+        model, _, device, precision = self.text_parts()
+        emb = encode_prompts(
+            model,
+            tokens,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        return emb.numpy()
+
+    @property
+    def resolved(self) -> ResolvedModel | None:
+        """Where the model's files are (``None`` for a wrapped model)."""
+        return self._resolved
+
+    @property
+    def device_request(self) -> str:
+        """The device as asked for (``auto`` not yet resolved)."""
+        return self._device_request
+
+    @property
+    def precision(self) -> str:
+        """``auto``, ``fp32``, ``fp16`` or ``bf16``."""
+        return self._precision
+
     def encode_labels(
         self,
         labels: Sequence[str],
@@ -263,16 +319,10 @@ class Encoder:
         self, texts: Sequence[str], *, batch_size: int = DEFAULT_TEXT_BATCH
     ) -> np.ndarray:
         """L2-normalised float32 embeddings ``[N, dim]`` of raw prompts (no templates)."""
-        from zsindex.encoders.text import encode_prompts, tokenize
-
         if isinstance(texts, str) or not texts:
             raise InvalidInputError("texts must be a non-empty list of strings")
-        model, tokenizer, device, precision = self.text_parts()
-        tokens, _ = tokenize(tokenizer, list(texts))
-        emb = encode_prompts(
-            model, tokens, device=device, precision=precision, batch_size=batch_size
-        )
-        return emb.numpy()
+        tokens, _ = self.tokenize_prompts(list(texts))
+        return self.encode_tokens(tokens, batch_size=batch_size)
 
     # ----------------------------------------------------------------- images
     @property

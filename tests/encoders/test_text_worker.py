@@ -1,0 +1,140 @@
+"""The text-encoder worker process: same numbers as in process, clear errors, no leftovers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from enc_helpers import Bundle, write_local_dir
+
+from zsindex.encoders import load_encoder
+from zsindex.encoders.text import encode_labels
+from zsindex.encoders.text_worker import TextWorker, start_text_worker
+from zsindex.errors import ModelError
+
+PROMPTS = [
+    "a photo of a dog.",
+    "a photo of a cat.",
+    "a photo of Corvus corax.",
+    "a photo of Corvus corone.",
+    "an origami Panthera leo.",
+]
+
+
+def _worker(name: str = "zsindex-tiny") -> TextWorker:
+    return TextWorker(load_encoder(name, device="cpu"))
+
+
+def test_worker_features_equal_the_in_process_encoder() -> None:
+    encoder = load_encoder("zsindex-tiny", device="cpu")
+    tokens, truncated = encoder.tokenize_prompts(PROMPTS)
+    expected = encoder.encode_tokens(tokens)
+    seen: list[tuple[int, int]] = []
+    with _worker() as worker:
+        w_tokens, w_truncated = worker.tokenize_prompts(PROMPTS)
+        assert np.array_equal(w_tokens, tokens) and np.array_equal(w_truncated, truncated)
+        got = worker.encode_tokens(tokens, batch_size=2, progress=lambda d, t: seen.append((d, t)))
+        again = worker.encode_tokens(tokens[:2], batch_size=8, progress=None)  # reusable
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(again, expected[:2], atol=1e-6)
+    assert seen and seen[-1] == (len(PROMPTS), len(PROMPTS))
+
+
+def test_label_embeddings_through_the_worker_equal_in_process() -> None:
+    labels = ["dog", "cat", "Corvus corax", "dog"]
+    templates = ["a photo of a {}.", "a drawing of a {}."]
+    encoder = load_encoder("zsindex-tiny", device="cpu")
+    expected = encode_labels(encoder, labels, templates)
+    with _worker() as worker:
+        got = encode_labels(worker, labels, templates)
+    np.testing.assert_allclose(got.embeddings, expected.embeddings, atol=1e-6)
+    assert got.num_prompts == expected.num_prompts == 6
+
+
+def test_a_model_the_worker_cannot_load_is_a_model_error(tmp_path: Path, tiny_clip: Bundle) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    folder = write_local_dir(tmp_path / "broken", tiny_clip)
+    weights = folder / "open_clip_model.safetensors"
+    state = load_file(str(weights))
+    state["token_embedding.weight"] = state["token_embedding.weight"][:, :7].copy()
+    save_file(state, str(weights))
+    with _worker(f"local-dir:{folder}") as worker:
+        tokens, _ = worker.tokenize_prompts(PROMPTS)
+        with pytest.raises(ModelError, match="token_embedding"):
+            worker.encode_tokens(tokens, batch_size=8)
+
+
+def test_a_crashed_worker_is_a_model_error_and_close_reaps_it() -> None:
+    worker = _worker()
+    tokens, _ = worker.tokenize_prompts(PROMPTS[:1])
+    tokens[0, 1] = 10**6  # no such token: the embedding lookup fails inside torch
+    with pytest.raises(ModelError, match="exited unexpectedly"):
+        worker.encode_tokens(tokens, batch_size=8)
+    worker.close()
+    worker.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        worker.encode_tokens(tokens, batch_size=8)
+
+
+def test_close_stops_a_worker_that_is_still_loading() -> None:
+    worker = _worker()
+    proc = worker._proc
+    assert proc is not None and proc.poll() is None
+    worker.close()
+    assert proc.poll() is not None
+
+
+def test_no_worker_where_it_would_not_pay_off() -> None:
+    import open_clip  # noqa: F401  (this process has it, as a service would)
+
+    assert start_text_worker(load_encoder("zsindex-tiny", device="cpu")) is None
+
+
+def test_one_shot_cli_registration_encodes_in_a_worker(tmp_path: Path) -> None:
+    """A fresh ``zsindex labels add`` never imports torch itself, and stores what the
+    in-process path stores."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("dog\ncat\nCorvus corax\nPanthera leo\n")
+    env = {**os.environ, "ZSINDEX_HOME": str(tmp_path / "home"), "ZSINDEX_DEVICE": "cpu"}
+    script = (
+        "import sys\n"
+        "from zsindex.cli import main as m\n"
+        "import zsindex.cli.main as cm\n"
+        "def report(state, code):\n"
+        "    print('TORCH_IMPORTED', 'torch' in sys.modules, file=sys.stderr)\n"
+        "    real(state, code)\n"
+        "real = cm._exit_process\n"
+        "cm._exit_process = report\n"
+        "cm.main()\n"
+    )
+    args = ["labels", "add", "pets", "--file", str(labels), "--model", "zsindex-tiny"]
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "--debug", *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "text encoder worker" in proc.stderr and "TORCH_IMPORTED False" in proc.stderr
+    assert json.loads(proc.stdout)["num_labels"] == 4
+
+    from zsindex.client import Client
+
+    with Client.local(home=tmp_path / "home", device="cpu") as client:
+        names, stored = client.embeddings("pets")
+    assert names == ["dog", "cat", "Corvus corax", "Panthera leo"]
+    from zsindex.labels.templates import template_set
+
+    encoder = load_encoder("zsindex-tiny", device="cpu")
+    expected = encode_labels(
+        encoder, ["dog", "cat", "Corvus corax", "Panthera leo"], template_set("simple-7")
+    )
+    np.testing.assert_allclose(stored, expected.embeddings, atol=1e-6)

@@ -1,0 +1,301 @@
+"""A child process that loads the text tower while this one parses, validates and tokenizes.
+
+A one-shot ``zsindex labels add`` spends ~5 s importing torch and open_clip (which pulls
+torchvision, timm and ``torch._dynamo``) and building the model, and ~3 s parsing, validating,
+hashing and tokenizing its labels. Imports are Python bytecode: a thread cannot overlap them with
+other Python work, a process can. :func:`start_text_worker` starts ``python -m
+zsindex.encoders.text_worker``, which imports and loads the model at once; meanwhile this process
+does everything that needs no torch (tokenizing with the standalone CLIP BPE tokenizer) and then
+hands the token ids over. The worker returns the same L2-normalised features
+:meth:`Encoder.encode_tokens` would compute (it runs that very method).
+
+This pays off only where this process has not imported open_clip yet and has two CPUs: a running
+service or a program that already holds a model encodes in process.
+
+Protocol (the worker's stdin and stdout; the worker's own prints go to stderr): each frame is a
+4-byte big-endian header length, a JSON header, and ``header["nbytes"]`` bytes of array payload.
+
+* parent → worker: ``{"op": "load", "model", "pretrained", "device", "precision"}`` once, then
+  ``{"op": "encode", "shape", "batch_size", "nbytes"}`` + int32 token ids, any number of times.
+* worker → parent: ``{"op": "ready", "fingerprint", "dim"}`` or ``{"op": "error", "type",
+  "message"}``; per encode, ``{"op": "progress", "done", "total"}`` frames, then ``{"op":
+  "result", "shape", "nbytes"}`` + float32 features (or an error frame).
+
+The worker exits when its stdin closes; :meth:`TextWorker.close` also kills it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import struct
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+
+from zsindex.encoders.fast_tokenizer import standalone_context_length
+from zsindex.errors import InvalidInputError, ModelError, ZsindexError
+
+if TYPE_CHECKING:
+    from zsindex.encoders.encoder import Encoder
+    from zsindex.encoders.info import ModelInfo
+
+__all__ = ["TextWorker", "start_text_worker"]
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+_HEADER = struct.Struct(">I")
+_ERRORS: dict[str, type[ZsindexError]] = {
+    "ModelError": ModelError,
+    "InvalidInputError": InvalidInputError,
+}
+
+
+# -- framing ---------------------------------------------------------------------------------
+
+
+def _send(stream: IO[bytes], header: dict[str, Any], payload: np.ndarray | None = None) -> None:
+    data = memoryview(b"") if payload is None else np.ascontiguousarray(payload).data.cast("B")
+    raw = json.dumps({**header, "nbytes": len(data)}).encode("utf-8")
+    stream.write(_HEADER.pack(len(raw)))
+    stream.write(raw)
+    if len(data):
+        stream.write(data)
+    stream.flush()
+
+
+def _read_exactly(stream: IO[bytes], n: int) -> bytearray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        chunk = stream.readinto(view[got:])  # type: ignore[attr-defined]
+        if not chunk:
+            raise EOFError
+        got += chunk
+    return buf
+
+
+def _recv(stream: IO[bytes]) -> tuple[dict[str, Any], bytearray]:
+    (size,) = _HEADER.unpack(bytes(_read_exactly(stream, _HEADER.size)))
+    header: dict[str, Any] = json.loads(bytes(_read_exactly(stream, size)))
+    return header, _read_exactly(stream, int(header.get("nbytes", 0)))
+
+
+# -- parent side -----------------------------------------------------------------------------
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def start_text_worker(encoder: Encoder) -> TextWorker | None:
+    """A :class:`TextWorker` for ``encoder``'s model, or ``None`` where one would not pay off:
+    open_clip already imported here, the model already loaded, fewer than two CPUs, a wrapped
+    model, a model whose identity needs the model built, or a tokenizer that needs open_clip."""
+    if "open_clip" in sys.modules or encoder.is_loaded or _cpu_count() < 2:
+        return None
+    resolved = encoder.resolved
+    if resolved is None or resolved.info is None:
+        return None
+    if standalone_context_length(resolved.model_cfg, resolved.tokenizer_source) is None:
+        return None
+    return TextWorker(encoder)
+
+
+class TextWorker:
+    """The parent's handle: a :class:`~zsindex.encoders.text.TextRuntime` whose model runs in
+    the child (``encoder`` says which model, and tokenizes here without open_clip). Close it
+    (or use it as a context manager) to stop the child."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        resolved = encoder.resolved
+        assert resolved is not None
+        self._encoder = encoder
+        self._ready = False
+        self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-m", "zsindex.encoders.text_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        log.debug("text encoder worker %d started for %s", self._proc.pid, resolved.name)
+        self._request(
+            {
+                "op": "load",
+                "model": resolved.name,
+                "pretrained": resolved.pretrained,
+                "device": encoder.device_request,
+                "precision": encoder.precision,
+            }
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._encoder.info
+
+    def tokenize_prompts(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        tokenizer = self._encoder.standalone_tokenizer()
+        if tokenizer is None:  # pragma: no cover - start_text_worker checked it
+            raise ModelError(f"{self.info.name}: no tokenizer without open_clip")
+        return tokenizer.token_array(prompts)
+
+    def encode_tokens(
+        self, tokens: np.ndarray, *, batch_size: int, progress: ProgressFn | None = None
+    ) -> np.ndarray:
+        self._wait_ready()
+        ids = np.ascontiguousarray(tokens, dtype=np.int32)
+        self._request({"op": "encode", "shape": list(ids.shape), "batch_size": batch_size}, ids)
+        while True:
+            header, payload = self._reply()
+            if header["op"] == "progress":
+                if progress is not None:
+                    progress(int(header["done"]), int(header["total"]))
+                continue
+            shape = tuple(int(x) for x in header["shape"])
+            return np.frombuffer(payload, dtype=np.float32).reshape(shape)
+
+    def close(self) -> None:
+        """Stop the child (at once: it holds nothing that needs a clean shutdown)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):  # a broken pipe to a killed child
+                    stream.close()
+
+    def __enter__(self) -> TextWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals
+    def _live(self) -> subprocess.Popen[bytes]:
+        if self._proc is None:
+            raise RuntimeError("the text encoder worker is closed")
+        return self._proc
+
+    def _request(self, header: dict[str, Any], payload: np.ndarray | None = None) -> None:
+        proc = self._live()
+        assert proc.stdin is not None
+        try:
+            _send(proc.stdin, header, payload)
+        except (BrokenPipeError, OSError):
+            raise self._died() from None
+
+    def _reply(self) -> tuple[dict[str, Any], bytearray]:
+        proc = self._live()
+        assert proc.stdout is not None
+        try:
+            header, payload = _recv(proc.stdout)
+        except (EOFError, OSError, ValueError):
+            raise self._died() from None
+        if header["op"] == "error":
+            cls = _ERRORS.get(str(header.get("type")), ModelError)
+            raise cls(str(header.get("message")))
+        return header, payload
+
+    def _wait_ready(self) -> None:
+        if self._ready:
+            return
+        header, _ = self._reply()
+        info = self._encoder.info
+        if header.get("fingerprint") != info.fingerprint or header.get("dim") != info.dim:
+            raise ModelError(
+                f"the text encoder worker loaded another model than {info.name} "
+                f"(fingerprint {header.get('fingerprint')!r}); was the model file replaced?"
+            )
+        self._ready = True
+
+    def _died(self) -> ModelError:
+        proc = self._live()
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        return ModelError(
+            f"the text encoder worker exited unexpectedly (exit code {code}); its error, if "
+            "any, is above; retry, or run with more memory"
+        )
+
+
+# -- child side ------------------------------------------------------------------------------
+
+
+def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
+    from zsindex.encoders.encoder import load_encoder
+
+    header, _ = _recv(inp)
+    try:
+        encoder = load_encoder(
+            header["model"],
+            header.get("pretrained"),
+            header.get("device") or "auto",
+            precision=header.get("precision") or "auto",
+        ).load()
+        info = encoder.info
+    except ZsindexError as exc:
+        _send(out, {"op": "error", "type": type(exc).__name__, "message": exc.message})
+        return
+    _send(out, {"op": "ready", "fingerprint": info.fingerprint, "dim": info.dim})
+    while True:
+        try:
+            header, payload = _recv(inp)
+        except EOFError:
+            return
+        shape = tuple(int(x) for x in header["shape"])
+        tokens = np.frombuffer(payload, dtype=np.int32).reshape(shape).astype(np.int64)
+
+        def progress(done: int, total: int) -> None:
+            _send(out, {"op": "progress", "done": done, "total": total})
+
+        try:
+            emb = encoder.encode_tokens(
+                tokens, batch_size=int(header["batch_size"]), progress=progress
+            )
+        except ZsindexError as exc:
+            _send(out, {"op": "error", "type": type(exc).__name__, "message": exc.message})
+            continue
+        _send(out, {"op": "result", "shape": list(emb.shape)}, emb.astype(np.float32))
+
+
+def main() -> None:
+    """The worker's entry point (``python -m zsindex.encoders.text_worker``)."""
+    # The parent owns the terminal: Ctrl-C there closes our stdin or kills us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The protocol owns the real stdout; anything a library prints goes to stderr.
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    code = 0
+    try:
+        _serve(sys.stdin.buffer, out)
+    except (BrokenPipeError, EOFError):  # the parent went away
+        pass
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stderr.flush()
+        # Tearing down torch's modules costs ~1.5 s and there is nothing left to save.
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
