@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from zsindex.classify.loaded import LoadedLabelSet
     from zsindex.encoders import Encoder
+    from zsindex.encoders.text_worker import TextWorker
     from zsindex.labels.spec import LabelSetSpec
     from zsindex.store.repository import Store
 
@@ -37,14 +38,10 @@ class LocalBackend:
 
     Args:
         settings: where the store is, which model and device to use by default.
-        text_worker: let :meth:`add_labelset` load the text tower in a child process while this
-            one parses and tokenizes, where that pays off (a one-shot command that has not
-            imported open_clip; see :mod:`zsindex.encoders.text_worker`). The CLI sets it.
     """
 
-    def __init__(self, settings: Settings, *, text_worker: bool = False) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.text_worker = text_worker
         self._store: Store | None = None
         self._encoders: dict[tuple[str, str | None], Encoder] = {}
         self._loaded: dict[str, LoadedLabelSet] = {}
@@ -163,32 +160,35 @@ class LocalBackend:
         strict: bool = False,
         progress: Callable[[int, int], None] | None = None,
         template_files: bool = False,
+        text_worker: bool = False,
         **source: Any,
     ) -> LabelSetInfo:
         """Register ``name`` from one source (see :meth:`build_spec`); a new version if it
         exists and its content changed, else the current version unchanged.
 
         ``templates`` may name a template file only with ``template_files=True`` (the CLI):
-        remote callers must never make this process open a path."""
-        from zsindex.encoders.text_worker import start_text_worker
+        remote callers must never make this process open a path.
+
+        ``text_worker=True`` (the one-shot CLI) loads the text tower in a child process while
+        this one parses and tokenizes, where that pays off (see
+        :mod:`zsindex.encoders.text_worker`)."""
         from zsindex.labels.validate import validate_labelset_name
 
         validate_labelset_name(name)
         model, pretrained = self._model_choice(model, pretrained)
-        encoder = self.encoder(model, pretrained)
-        # Started first, so the child's imports overlap everything below (imports included).
-        worker = start_text_worker(encoder) if self.text_worker else None
+        worker = self._start_text_worker(model, pretrained) if text_worker else None
         try:
             from zsindex.catalog.convert import version_info
             from zsindex.catalog.registration import register_spec
 
+            # Labels first: a bad file is reported before any model is resolved (downloaded).
             spec = self.build_spec(**source)
             chosen = self._resolve_templates(templates, spec, allow_files=template_files)
             record = register_spec(
                 self.store,
                 name,
                 spec,
-                worker or encoder,
+                worker or self.encoder(model, pretrained),
                 templates=chosen,
                 strict=strict,
                 progress=progress,
@@ -198,6 +198,19 @@ class LocalBackend:
                 worker.close()
         self._forget(name)
         return version_info(record)
+
+    def _start_text_worker(self, model: str, pretrained: str | None) -> TextWorker | None:
+        """A text-encoder worker started now, so its imports overlap parsing; ``None`` where
+        it would not pay off or the model does not resolve (that error is raised later, after
+        the labels are checked)."""
+        from zsindex.encoders.text_worker import start_text_worker
+        from zsindex.errors import ZsindexError
+
+        try:
+            encoder = self.encoder(model, pretrained)
+        except ZsindexError:
+            return None
+        return start_text_worker(encoder)
 
     def _resolve_templates(
         self, templates: Sequence[str] | str | None, spec: LabelSetSpec, *, allow_files: bool

@@ -70,6 +70,18 @@ def _create_old_table() -> None:
     )
 
 
+def _key_digest(key: str) -> bytes:
+    """The chunk digest of an old-table key. A downgrade writes each entry back under the hex of
+    its 16-byte digest (32 hex characters; real label keys are 64-character SHA-256 hex), so
+    those keys are read back as the digest itself: downgrade then upgrade keeps every entry."""
+    if len(key) == 2 * KEY_BYTES:
+        try:
+            return bytes.fromhex(key)
+        except ValueError:
+            pass
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=KEY_BYTES).digest()
+
+
 def _copy_rows_into_chunks(conn: sa.Connection) -> None:
     groups = conn.execute(
         sa.select(_old.c.model_fingerprint, _old.c.templates_digest)
@@ -88,7 +100,7 @@ def _copy_rows_into_chunks(conn: sa.Connection) -> None:
             vector = bytes(vector)
             if dim <= 0 or len(vector) != dim * 4:
                 continue  # not a float32 [dim] vector: the cache drops it (a future miss)
-            hashed = hashlib.blake2b(key.encode("utf-8"), digest_size=KEY_BYTES).digest()
+            hashed = _key_digest(key)
             by_dim.setdefault(dim, []).append((hashed, vector))
         for dim, entries in sorted(by_dim.items()):
             entries.sort()  # by hashed key, as bytes
@@ -109,23 +121,23 @@ def _copy_rows_into_chunks(conn: sa.Connection) -> None:
 
 def _explode_chunks_into_rows(conn: sa.Connection) -> None:
     # The old table keys entries by label-key text, which the 16-byte hash cannot give back:
-    # each entry comes back under the hex of its hashed key instead. This is a cache, so those
-    # entries simply never match a real label key (a miss re-encodes the label); they only keep
-    # the row count and the vectors.
+    # each entry comes back under the hex of its hashed key instead. The old code's lookups miss
+    # them (a miss re-encodes the label); upgrading again restores them (see _key_digest).
     seen: set[tuple[str, str, str]] = set()  # a key may sit in several chunks: keep one row
     batch: list[dict[str, Any]] = []
-    chunks = conn.execute(
-        sa.select(
-            _new.c.model_fingerprint,
-            _new.c.templates_digest,
-            _new.c.dim,
-            _new.c.num_rows,
-            _new.c["keys"],
-            _new.c.vectors,
-            _new.c.created_at,
-        ).order_by(_new.c.id)
-    ).all()
-    for fingerprint, digest, dim, num_rows, keys, vectors, created_at in chunks:
+    ids = conn.execute(sa.select(_new.c.id).order_by(_new.c.id)).scalars().all()
+    for chunk_id in ids:  # one chunk's blobs in memory at a time
+        fingerprint, digest, dim, num_rows, keys, vectors, created_at = conn.execute(
+            sa.select(
+                _new.c.model_fingerprint,
+                _new.c.templates_digest,
+                _new.c.dim,
+                _new.c.num_rows,
+                _new.c["keys"],
+                _new.c.vectors,
+                _new.c.created_at,
+            ).where(_new.c.id == chunk_id)
+        ).one()
         keys, vectors = bytes(keys), bytes(vectors)
         width = dim * 4
         if len(keys) != num_rows * KEY_BYTES or len(vectors) != num_rows * width:

@@ -71,16 +71,38 @@ def test_a_model_the_worker_cannot_load_is_a_model_error(tmp_path: Path, tiny_cl
             worker.encode_tokens(tokens, batch_size=8)
 
 
-def test_a_crashed_worker_is_a_model_error_and_close_reaps_it() -> None:
+def test_a_failed_encode_is_an_error_frame_and_the_worker_lives_on() -> None:
+    with _worker() as worker:
+        tokens, _ = worker.tokenize_prompts(PROMPTS[:2])
+        bad = tokens.copy()
+        bad[0, 1] = 10**6  # no such token: the embedding lookup fails inside torch
+        with pytest.raises(ModelError, match="text encoding failed: IndexError"):
+            worker.encode_tokens(bad, batch_size=8)
+        assert worker.encode_tokens(tokens, batch_size=8).shape[0] == 2
+
+
+def test_a_killed_worker_is_a_model_error_and_close_reaps_it() -> None:
     worker = _worker()
     tokens, _ = worker.tokenize_prompts(PROMPTS[:1])
-    tokens[0, 1] = 10**6  # no such token: the embedding lookup fails inside torch
-    with pytest.raises(ModelError, match="exited unexpectedly"):
+    proc = worker._proc
+    assert proc is not None
+    proc.kill()
+    with pytest.raises(ModelError, match="killed by signal 9"):
         worker.encode_tokens(tokens, batch_size=8)
     worker.close()
     worker.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         worker.encode_tokens(tokens, batch_size=8)
+
+
+def test_the_worker_never_imports_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "numpy.py").write_text("raise SystemExit(3)\n")  # a hostile dataset folder
+    monkeypatch.chdir(tmp_path)
+    with _worker() as worker:
+        tokens, _ = worker.tokenize_prompts(PROMPTS[:2])
+        assert worker.encode_tokens(tokens, batch_size=8).shape[0] == 2
 
 
 def test_close_stops_a_worker_that_is_still_loading() -> None:
@@ -97,6 +119,41 @@ def test_no_worker_where_it_would_not_pay_off() -> None:
     assert start_text_worker(load_encoder("zsindex-tiny", device="cpu")) is None
 
 
+ONE_CPU = len(os.sched_getaffinity(0)) < 2
+
+
+@pytest.mark.skipif(ONE_CPU, reason="the worker is used with two CPUs or more")
+def test_a_registration_that_fails_leaves_no_worker_behind(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("dog\n\x07bell\n")
+    script = f"""
+import os
+from pathlib import Path
+import zsindex.encoders.text_worker as tw
+from zsindex.config import Settings
+from zsindex.errors import InvalidInputError
+from zsindex.local import LocalBackend
+made = []
+real = tw.start_text_worker
+tw.start_text_worker = lambda encoder: made.append(real(encoder)) or made[-1]
+backend = LocalBackend(Settings(home=Path({str(tmp_path / "home")!r}), device="cpu"))
+try:
+    backend.add_labelset("x", file={str(bad)!r}, model="zsindex-tiny", text_worker=True)
+except InvalidInputError as exc:
+    print("ERROR", exc.message)
+worker = made[0]
+assert worker is not None and worker._proc is None
+print("STORE", backend.labelsets())
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ERROR" in proc.stdout and "line 2" in proc.stdout
+    assert "STORE []" in proc.stdout
+
+
+@pytest.mark.skipif(ONE_CPU, reason="the worker is used with two CPUs or more")
 def test_one_shot_cli_registration_encodes_in_a_worker(tmp_path: Path) -> None:
     """A fresh ``zsindex labels add`` never imports torch itself, and stores what the
     in-process path stores."""

@@ -88,6 +88,18 @@ def test_put_twice_then_get(cache: SqlTextEmbeddingCache, store: Store) -> None:
         np.testing.assert_array_equal(got[key], vec)
 
 
+def test_a_key_put_again_reads_back_its_newest_vector(cache: SqlTextEmbeddingCache) -> None:
+    # The encoder puts a key again when its cached vector was unusable (say NaN): the
+    # replacement must win, or every registration would re-encode and append it again.
+    bad = {"k1": np.full(4, np.nan, dtype=np.float32), "k2": np.ones(4, dtype=np.float32)}
+    cache.put_many("fp", "td", bad)
+    fixed = _vecs(["k1"], dim=4, seed=3)
+    cache.put_many("fp", "td", fixed)
+    got = cache.get_many("fp", "td", ["k1", "k2"])
+    np.testing.assert_array_equal(got["k1"], fixed["k1"])
+    np.testing.assert_array_equal(got["k2"], np.ones(4))
+
+
 def test_other_fingerprint_or_digest_misses(cache: SqlTextEmbeddingCache) -> None:
     vecs = _vecs(["k1", "k2"])
     cache.put_many("fp", "td", vecs)
@@ -247,8 +259,15 @@ def test_migration_carries_old_rows_into_chunks_and_back(db_url: str) -> None:
             assert dim == vec.shape[0] and blob == vec.tobytes() and at is not None
     assert by_key[("fp", "td2", _hashed("new").hex())][1] == np.ones(8, np.float32).tobytes()
 
-    # And up again: the schema and the store still work.
+    # And up again: every entry is found again under its original key.
     migrate.upgrade(engine)
     assert migrate.drift(engine) == []
     assert _num_chunks(engine) == 4
+    cache = SqlTextEmbeddingCache(engine)
+    for fp, td, vecs in (("fp", "td", big), ("fp", "td2", small), ("fp2", "td", other)):
+        got = cache.get_many(fp, td, list(vecs))
+        assert set(got) == set(vecs)
+        for key, vec in vecs.items():
+            np.testing.assert_array_equal(got[key], vec)
+    np.testing.assert_array_equal(cache.get_many("fp", "td2", ["new"])["new"], np.ones(8))
     engine.dispose()

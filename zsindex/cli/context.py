@@ -37,9 +37,6 @@ class CliState:
         backend = self.client().backend
         if not isinstance(backend, LocalBackend):  # pragma: no cover - the CLI is always local
             raise TypeError("the CLI runs in process")
-        # A command runs once: registering labels may load the text tower in a child process
-        # while this one parses (only where that pays off; see zsindex.encoders.text_worker).
-        backend.text_worker = True
         return backend
 
     def close(self) -> None:

@@ -87,6 +87,8 @@ def add(
             strict=strict,
             progress=bar,
             template_files=True,
+            # A one-shot command: load the model in a child process while this one parses.
+            text_worker=True,
         )
     finally:
         bar.close()

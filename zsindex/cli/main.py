@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 
 import click
 
@@ -63,15 +64,14 @@ def main(argv: list[str] | None = None) -> None:
 def _run(argv: list[str] | None, state: CliState) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="zsindex", standalone_mode=False, obj=state)
+        # Not standalone: click returns ``ctx.exit(n)``'s code instead of exiting.
+        rv = cli.main(args=argv, prog_name="zsindex", standalone_mode=False, obj=state)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
     except ZsindexError as exc:
         if debug:
             raise
@@ -80,7 +80,12 @@ def _run(argv: list[str] | None, state: CliState) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
-    return 0
+    except SystemExit as exc:  # a command's own sys.exit(n)
+        if exc.code is None or isinstance(exc.code, int):
+            return int(exc.code or 0)
+        click.echo(str(exc.code), err=True)
+        return 1
+    return rv if isinstance(rv, int) else 0
 
 
 def _exit_process(state: CliState, code: int) -> None:
@@ -88,15 +93,28 @@ def _exit_process(state: CliState, code: int) -> None:
 
     Finalising the modules torch and open_clip bring (torch._dynamo, torchvision, timm) takes
     ~1.5 s after every command that loaded a model, and there is nothing in them to save. So the
-    store is closed (SQLite checkpoints its WAL), output flushed, ``atexit`` handlers run
-    (logging, ``weakref.finalize`` clean-ups, plugins' own), and the process exits.
+    store is closed (SQLite checkpoints its WAL), ``atexit`` handlers run (logging,
+    ``weakref.finalize`` clean-ups, plugins' own), output is flushed, and the process exits. A
+    command that left a non-daemon thread running exits the ordinary way (the interpreter joins
+    it first).
     """
     try:
         state.close()
-    finally:
-        atexit._run_exitfuncs()  # what the interpreter would run first at exit
-        for stream in (sys.stdout, sys.stderr):
-            # A closed pipe (``zsindex ... | head``): nothing left to write to.
+    except Exception as exc:
+        click.echo(f"error: closing the store failed: {' '.join(str(exc).split())}", err=True)
+        code = code or 1
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # the interpreter runs these at exit; os._exit does not
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # ``zsindex ... | head``: nobody left to read
+            pass
+        except OSError as exc:  # a full disk or an I/O error: the output is incomplete
             with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        os._exit(code)
+                sys.stderr.write(f"error: cannot write the output: {exc}\n")
+                sys.stderr.flush()
+            code = code or 1
+    os._exit(code)

@@ -10,18 +10,25 @@ hands the token ids over. The worker returns the same L2-normalised features
 :meth:`Encoder.encode_tokens` would compute (it runs that very method).
 
 This pays off only where this process has not imported open_clip yet and has two CPUs: a running
-service or a program that already holds a model encodes in process.
+service or a program that already holds a model encodes in process. Models resolved without
+open_clip qualify (``zsindex-tiny``, ``local-dir:``, ``hf-hub:``, an architecture with a weights
+file); an architecture with a pretrained tag needs open_clip to read the tag, so it loads in
+process.
 
 Protocol (the worker's stdin and stdout; the worker's own prints go to stderr): each frame is a
 4-byte big-endian header length, a JSON header, and ``header["nbytes"]`` bytes of array payload.
+One request is outstanding at a time (the child reads a whole request before it answers), so
+neither side can block on a full pipe.
 
-* parent → worker: ``{"op": "load", "model", "pretrained", "device", "precision"}`` once, then
-  ``{"op": "encode", "shape", "batch_size", "nbytes"}`` + int32 token ids, any number of times.
-* worker → parent: ``{"op": "ready", "fingerprint", "dim"}`` or ``{"op": "error", "type",
+* parent → worker: ``{"op": "load", "model", "pretrained", "device", "precision", "log_level"}``
+  once, then ``{"op": "encode", "shape", "batch_size", "nbytes"}`` + int32 token ids, any number
+  of times.
+* worker → parent: ``{"op": "ready", "fingerprint", "dim"}`` or ``{"op": "error", "code",
   "message"}``; per encode, ``{"op": "progress", "done", "total"}`` frames, then ``{"op":
   "result", "shape", "nbytes"}`` + float32 features (or an error frame).
 
-The worker exits when its stdin closes; :meth:`TextWorker.close` also kills it.
+The worker exits when its stdin closes (noticed between requests; while loading or encoding, at
+its next write); :meth:`TextWorker.close` kills it at once.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from zsindex.encoders.fast_tokenizer import standalone_context_length
-from zsindex.errors import InvalidInputError, ModelError, ZsindexError
+from zsindex.errors import ERRORS_BY_CODE, ModelError, ZsindexError
 
 if TYPE_CHECKING:
     from zsindex.encoders.encoder import Encoder
@@ -53,10 +60,6 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 _HEADER = struct.Struct(">I")
-_ERRORS: dict[str, type[ZsindexError]] = {
-    "ModelError": ModelError,
-    "InvalidInputError": InvalidInputError,
-}
 
 
 # -- framing ---------------------------------------------------------------------------------
@@ -125,7 +128,11 @@ def start_text_worker(encoder: Encoder) -> TextWorker | None:
         return None
     if standalone_context_length(resolved.model_cfg, resolved.tokenizer_source) is None:
         return None
-    return TextWorker(encoder)
+    try:
+        return TextWorker(encoder)
+    except OSError as exc:  # no process to be had (EAGAIN, ENOMEM): encode in process
+        log.warning("cannot start a text encoder worker (%s); loading the model here", exc)
+        return None
 
 
 class TextWorker:
@@ -135,11 +142,15 @@ class TextWorker:
 
     def __init__(self, encoder: Encoder) -> None:
         resolved = encoder.resolved
-        assert resolved is not None
+        if resolved is None:
+            raise ValueError("a TextWorker needs a resolved model, not a wrapped one")
         self._encoder = encoder
         self._ready = False
+        self._clean_error = False
         self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-m", "zsindex.encoders.text_worker"],
+            # -P: never import from the current directory (a dataset folder may hold a
+            # "numpy.py"); the console script that started us does not either.
+            [sys.executable, "-P", "-m", "zsindex.encoders.text_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -154,6 +165,7 @@ class TextWorker:
                 "pretrained": resolved.pretrained,
                 "device": encoder.device_request,
                 "precision": encoder.precision,
+                "log_level": logging.getLogger().getEffectiveLevel(),
             }
         )
 
@@ -173,14 +185,28 @@ class TextWorker:
         self._wait_ready()
         ids = np.ascontiguousarray(tokens, dtype=np.int32)
         self._request({"op": "encode", "shape": list(ids.shape), "batch_size": batch_size}, ids)
-        while True:
-            header, payload = self._reply()
-            if header["op"] == "progress":
-                if progress is not None:
-                    progress(int(header["done"]), int(header["total"]))
-                continue
-            shape = tuple(int(x) for x in header["shape"])
-            return np.frombuffer(payload, dtype=np.float32).reshape(shape)
+        try:
+            while True:
+                header, payload = self._reply()
+                if header.get("op") == "progress":
+                    if progress is not None:
+                        progress(int(header["done"]), int(header["total"]))
+                    continue
+                shape = tuple(int(x) for x in header.get("shape", ()))
+                if (
+                    header.get("op") != "result"
+                    or len(shape) != 2
+                    or shape[0] != ids.shape[0]
+                    or len(payload) != shape[0] * shape[1] * 4
+                ):
+                    raise ModelError(f"the text encoder worker sent a bad reply: {header}")
+                return np.frombuffer(payload, dtype=np.float32).reshape(shape)
+        except BaseException:
+            # An error frame leaves the worker usable; anything else (a bad reply, a progress
+            # callback that raised, Ctrl-C) leaves it mid-answer: stop it.
+            if not self._clean_error:
+                self.close()
+            raise
 
     def close(self) -> None:
         """Stop the child (at once: it holds nothing that needs a clean shutdown)."""
@@ -217,13 +243,19 @@ class TextWorker:
 
     def _reply(self) -> tuple[dict[str, Any], bytearray]:
         proc = self._live()
-        assert proc.stdout is not None
+        self._clean_error = False
+        if proc.stdout is None:  # pragma: no cover - always a pipe
+            raise RuntimeError("the text encoder worker has no output pipe")
         try:
             header, payload = _recv(proc.stdout)
-        except (EOFError, OSError, ValueError):
+        except (EOFError, OSError):
             raise self._died() from None
-        if header["op"] == "error":
-            cls = _ERRORS.get(str(header.get("type")), ModelError)
+        except ValueError:  # not our framing: a broken worker
+            self.close()
+            raise ModelError("the text encoder worker sent a garbled reply") from None
+        if header.get("op") == "error":
+            self._clean_error = True
+            cls = ERRORS_BY_CODE.get(str(header.get("code")), ModelError)
             raise cls(str(header.get("message")))
         return header, payload
 
@@ -246,19 +278,31 @@ class TextWorker:
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
-        return ModelError(
-            f"the text encoder worker exited unexpectedly (exit code {code}); its error, if "
-            "any, is above; retry, or run with more memory"
+        how = (
+            f"was killed by signal {-code}" + (" (out of memory?)" if -code == 9 else "")
+            if code < 0
+            else f"exited with code {code}"
         )
+        return ModelError(f"the text encoder worker {how}; its error, if any, is above")
 
 
 # -- child side ------------------------------------------------------------------------------
+
+
+def _error_frame(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, ZsindexError):
+        return {"op": "error", "code": exc.code, "message": exc.message}
+    # Anything else (a torch RuntimeError, CUDA out of memory) is still an answer the parent can
+    # show, not a crash it has to guess about.
+    message = f"text encoding failed: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+    return {"op": "error", "code": ModelError.code, "message": message}
 
 
 def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
     from zsindex.encoders.encoder import load_encoder
 
     header, _ = _recv(inp)
+    logging.getLogger().setLevel(int(header.get("log_level") or logging.WARNING))
     try:
         encoder = load_encoder(
             header["model"],
@@ -267,8 +311,8 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
             precision=header.get("precision") or "auto",
         ).load()
         info = encoder.info
-    except ZsindexError as exc:
-        _send(out, {"op": "error", "type": type(exc).__name__, "message": exc.message})
+    except Exception as exc:
+        _send(out, _error_frame(exc))
         return
     _send(out, {"op": "ready", "fingerprint": info.fingerprint, "dim": info.dim})
     while True:
@@ -276,18 +320,20 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
             header, payload = _recv(inp)
         except EOFError:
             return
-        shape = tuple(int(x) for x in header["shape"])
-        tokens = np.frombuffer(payload, dtype=np.int32).reshape(shape).astype(np.int64)
 
         def progress(done: int, total: int) -> None:
             _send(out, {"op": "progress", "done": done, "total": total})
 
         try:
+            shape = tuple(int(x) for x in header["shape"])
+            tokens = np.frombuffer(payload, dtype=np.int32).reshape(shape).astype(np.int64)
             emb = encoder.encode_tokens(
                 tokens, batch_size=int(header["batch_size"]), progress=progress
             )
-        except ZsindexError as exc:
-            _send(out, {"op": "error", "type": type(exc).__name__, "message": exc.message})
+        except (BrokenPipeError, EOFError):
+            raise
+        except Exception as exc:
+            _send(out, _error_frame(exc))
             continue
         _send(out, {"op": "result", "shape": list(emb.shape)}, emb.astype(np.float32))
 
@@ -309,7 +355,9 @@ def main() -> None:
         traceback.print_exc()
         code = 1
     finally:
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):  # both are stderr now
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
         # Tearing down torch's modules costs ~1.5 s and there is nothing left to save.
         os._exit(code)
 

@@ -11,8 +11,9 @@ and their float32 vectors in the same order. A lookup reads the key blobs of the
 digest) chunks, binary-searches them, and fetches the vectors of only the chunks with a hit.
 
 Entries are never updated in place: putting a key that is already cached adds it again in a new
-chunk. That is harmless, since one key always maps to one vector (same model, same templates,
-same label), and a lookup takes any match.
+chunk, and lookups read the newest chunk first. One key maps to one vector (same model, same
+templates, same label), so a duplicate only costs space; the encoder puts a key again only when
+its cached vector was unusable (then the new one wins) or when two registrations raced.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class SqlTextEmbeddingCache:
             binary = {"binary": True} if conn.dialect.name == "postgresql" else {}
             cur.execute(
                 f"SELECT id, num_rows, dim, keys FROM {_TABLE} "
-                f"WHERE model_fingerprint = {mark} AND templates_digest = {mark} ORDER BY id",
+                f"WHERE model_fingerprint = {mark} AND templates_digest = {mark} ORDER BY id DESC",
                 (model_fingerprint, templates_digest),
                 **binary,
             )
@@ -101,7 +102,9 @@ class SqlTextEmbeddingCache:
                 if len(key_blob) != num_rows * KEY_BYTES:
                     continue  # damaged chunk: treat as absent
                 hit, rows = _matches(sorted_probes, np.frombuffer(key_blob, dtype=_KEY_DTYPE))
-                new = chunk_of[hit] < 0  # any match will do: keep the first
+                # Newest chunk first: a key put again (its cached vector was unusable, or two
+                # registrations raced) is read from its latest chunk.
+                new = chunk_of[hit] < 0
                 chunk_of[hit[new]] = len(chunks)
                 row_of[hit[new]] = rows[new]
                 chunks.append((int(chunk_id), int(num_rows), int(dim)))
