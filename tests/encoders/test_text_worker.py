@@ -81,18 +81,36 @@ def test_a_failed_encode_is_an_error_frame_and_the_worker_lives_on() -> None:
         assert worker.encode_tokens(tokens, batch_size=8).shape[0] == 2
 
 
-def test_a_killed_worker_is_a_model_error_and_close_reaps_it() -> None:
+def test_a_worker_killed_while_encoding_is_a_model_error_and_close_reaps_it() -> None:
     worker = _worker()
     tokens, _ = worker.tokenize_prompts(PROMPTS[:1])
+    worker.encode_tokens(tokens, batch_size=8)  # loaded and answering
     proc = worker._proc
     assert proc is not None
     proc.kill()
     with pytest.raises(ModelError, match="killed by signal 9"):
         worker.encode_tokens(tokens, batch_size=8)
-    worker.close()
+    assert worker._proc is None  # closed: it died mid-answer
     worker.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         worker.encode_tokens(tokens, batch_size=8)
+
+
+def test_a_worker_that_dies_before_loading_falls_back_to_this_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    encoder = load_encoder("zsindex-tiny", device="cpu")
+    tokens, _ = encoder.tokenize_prompts(PROMPTS)
+    expected = encoder.encode_tokens(tokens)
+    worker = TextWorker(encoder)
+    proc = worker._proc
+    assert proc is not None
+    proc.kill()  # as if Python could not start or import in the child
+    with caplog.at_level("WARNING"):
+        got = worker.encode_tokens(tokens, batch_size=8)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert "loading the model in this process" in caplog.text
+    assert worker._proc is None
 
 
 def test_the_worker_never_imports_from_the_current_directory(
@@ -195,3 +213,31 @@ def test_one_shot_cli_registration_encodes_in_a_worker(tmp_path: Path) -> None:
         encoder, ["dog", "cat", "Corvus corax", "Panthera leo"], template_set("simple-7")
     )
     np.testing.assert_allclose(stored, expected.embeddings, atol=1e-6)
+
+
+def test_the_worker_runs_the_parents_zsindex_whatever_pythonpath_says(tmp_path: Path) -> None:
+    fake = tmp_path / "fake" / "zsindex"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise SystemExit(7)\n")  # another zsindex on the path
+    import zsindex
+
+    repo_root = Path(zsindex.__file__).resolve().parent.parent
+    script = (
+        "from zsindex.encoders import load_encoder\n"
+        "from zsindex.encoders.text_worker import TextWorker\n"
+        "w = TextWorker(load_encoder('zsindex-tiny', device='cpu'))\n"
+        "t, _ = w.tokenize_prompts(['a photo of a dog.'])\n"
+        "print(w.encode_tokens(t, batch_size=8).shape, w._fallback)\n"
+        "w.close()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(fake.parent)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=repo_root,  # the parent imports this zsindex (the current directory comes first)
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["(1,", "128)", "False"]

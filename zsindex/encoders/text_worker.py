@@ -43,6 +43,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
@@ -117,6 +118,18 @@ def _widen_pipe(fd: int) -> None:
         pass
 
 
+def _child_env() -> dict[str, str]:
+    """This environment, with the folder holding *this* zsindex first on ``PYTHONPATH``: the
+    child must run the same code as its parent even when that came from a source checkout in
+    the current directory (which -P leaves out)."""
+    import zsindex
+
+    root = str(Path(zsindex.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def start_text_worker(encoder: Encoder) -> TextWorker | None:
     """A :class:`TextWorker` for ``encoder``'s model, or ``None`` where one would not pay off:
     open_clip already imported here, the model already loaded, fewer than two CPUs, a wrapped
@@ -135,6 +148,10 @@ def start_text_worker(encoder: Encoder) -> TextWorker | None:
         return None
 
 
+class _WorkerDied(ModelError):
+    """The worker process ended without an answer."""
+
+
 class TextWorker:
     """The parent's handle: a :class:`~zsindex.encoders.text.TextRuntime` whose model runs in
     the child (``encoder`` says which model, and tokenizes here without open_clip). Close it
@@ -147,12 +164,14 @@ class TextWorker:
         self._encoder = encoder
         self._ready = False
         self._clean_error = False
+        self._fallback = False
         self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
             # -P: never import from the current directory (a dataset folder may hold a
             # "numpy.py"); the console script that started us does not either.
             [sys.executable, "-P", "-m", "zsindex.encoders.text_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            env=_child_env(),
         )
         for stream in (self._proc.stdin, self._proc.stdout):
             if stream is not None:
@@ -183,6 +202,8 @@ class TextWorker:
         self, tokens: np.ndarray, *, batch_size: int, progress: ProgressFn | None = None
     ) -> np.ndarray:
         self._wait_ready()
+        if self._fallback:
+            return self._encoder.encode_tokens(tokens, batch_size=batch_size, progress=progress)
         ids = np.ascontiguousarray(tokens, dtype=np.int32)
         self._request({"op": "encode", "shape": list(ids.shape), "batch_size": batch_size}, ids)
         try:
@@ -262,7 +283,15 @@ class TextWorker:
     def _wait_ready(self) -> None:
         if self._ready:
             return
-        header, _ = self._reply()
+        try:
+            header, _ = self._reply()
+        except _WorkerDied as exc:
+            # It died before loading anything (cannot start Python, cannot import): the
+            # model can still load here; an error while loading it is answered, not a death.
+            log.warning("%s; loading the model in this process", exc.message)
+            self.close()
+            self._fallback = self._ready = True
+            return
         info = self._encoder.info
         if header.get("fingerprint") != info.fingerprint or header.get("dim") != info.dim:
             raise ModelError(
@@ -271,7 +300,7 @@ class TextWorker:
             )
         self._ready = True
 
-    def _died(self) -> ModelError:
+    def _died(self) -> _WorkerDied:
         proc = self._live()
         try:
             code = proc.wait(timeout=5)
@@ -283,7 +312,7 @@ class TextWorker:
             if code < 0
             else f"exited with code {code}"
         )
-        return ModelError(f"the text encoder worker {how}; its error, if any, is above")
+        return _WorkerDied(f"the text encoder worker {how}; its error, if any, is above")
 
 
 # -- child side ------------------------------------------------------------------------------
