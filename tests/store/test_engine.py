@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -52,3 +53,13 @@ def test_unanswering_postgres_fails_within_the_connect_timeout(
     monkeypatch.setattr(engine_module, "PG_CONNECT_TIMEOUT_S", default_s)
     port = silent_server.getsockname()[1]
     assert _seconds_to_fail(f"postgresql://nobody@127.0.0.1:{port}/test{query}") < 10, reason
+
+
+def test_a_new_sqlite_store_uses_large_pages(tmp_path: Path) -> None:
+    from zsindex.store.engine import SQLITE_PAGE_SIZE, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'new.sqlite3'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == SQLITE_PAGE_SIZE
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
