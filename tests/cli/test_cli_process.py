@@ -46,3 +46,15 @@ def test_output_that_cannot_be_written_is_an_error(tmp_path: Path) -> None:
         run = _zsindex(tmp_path, "labels", "list", "--json", stdout=full)
     assert run.returncode != 0
     assert "No space left on device" in run.stderr
+
+
+def test_strict_truncation_fails_cleanly_with_the_worker_running(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("dog\n" + "very " * 90 + "long\n")
+    args = ["labels", "add", "long", "--file", str(labels), "--templates", "photo", "--strict"]
+    run = _zsindex(tmp_path, *args)
+    assert run.returncode == 1
+    assert run.stderr.startswith("error: 1 prompt(s) exceed the model's context")
+    assert "Traceback" not in run.stderr
+    listed = _zsindex(tmp_path, "labels", "list", "--json")
+    assert json.loads(listed.stdout) == []  # nothing written
