@@ -315,3 +315,19 @@ def test_progress_and_raw_texts(tiny_clip: Bundle) -> None:
     assert raw.shape == (1, 32)
     with pytest.raises(InvalidInputError):
         enc.encode_labels([], TEMPLATES)
+
+
+def test_encoding_labels_never_builds_open_clips_tokenizer(
+    tiny_dir: Path, fresh_caches: Any
+) -> None:
+    # Tokens come from the standalone tokenizer and the model encodes ids: open_clip's own
+    # tokenizer (0.2-0.4 s to read its vocabulary) is built only when someone asks for it.
+    before = model_cache_stats()
+    enc = load_encoder(f"local-dir:{tiny_dir}", device="cpu")
+    out = enc.encode_labels(LABELS, TEMPLATES)
+    after = model_cache_stats()
+    assert enc.is_loaded and after["models_built"] == before["models_built"] + 1
+    assert after["tokenizers_built"] == before["tokenizers_built"]
+    tokens = enc.tokenizer(["a photo of a dog."])  # asked for: built now
+    assert model_cache_stats()["tokenizers_built"] == before["tokenizers_built"] + 1
+    assert tokens.shape == (1, 77) and out.embeddings.shape[0] == len(LABELS)

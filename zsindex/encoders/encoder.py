@@ -111,7 +111,9 @@ class Encoder:
             dev = resolve_device(_check_device(device))
             model.to(dev)
         model.eval()
-        loaded = LoadedModel(model=model, tokenizer=tokenizer, preprocess=preprocess, device=dev)
+        loaded = LoadedModel(
+            model=model, preprocess=preprocess, device=dev, tokenizer_factory=lambda: tokenizer
+        )
         return cls(loaded=loaded, name=name, pretrained=pretrained, device=dev, precision=precision)
 
     # ----------------------------------------------------------------- state
@@ -241,12 +243,12 @@ class Encoder:
         """L2-normalised float32 ``[n, dim]`` features of token rows (loads the model)."""
         from zsindex.encoders.text import encode_prompts
 
-        model, _, device, precision = self.text_parts()
+        loaded = self._get_loaded()  # not text_parts(): the tokenizer is not needed here
         emb = encode_prompts(
-            model,
+            loaded.model,
             tokens,
-            device=device,
-            precision=precision,
+            device=loaded.device,
+            precision=self._precision,
             batch_size=batch_size,
             progress=progress,
         )

@@ -122,11 +122,15 @@ def _child_env() -> dict[str, str]:
     """This environment, with the folder holding *this* zsindex first on ``PYTHONPATH``: the
     child must run the same code as its parent even when that came from a source checkout in
     the current directory (which -P leaves out)."""
+    import site
+
     import zsindex
 
-    root = str(Path(zsindex.__file__).resolve().parent.parent)
+    root = Path(zsindex.__file__).resolve().parent.parent
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    site_dirs = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    if root not in site_dirs:  # an installed zsindex is found anyway; PYTHONPATH precedes stdlib
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
     return env
 
 
