@@ -181,7 +181,8 @@ class LocalBackend:
             from zsindex.catalog.convert import version_info
             from zsindex.catalog.registration import register_spec
 
-            # Labels first: a bad file is reported before any model is resolved (downloaded).
+            # Labels first: a bad file is reported before a model error (and, without a worker,
+            # before the model is resolved or downloaded at all).
             spec = self.build_spec(**source)
             chosen = self._resolve_templates(templates, spec, allow_files=template_files)
             record = register_spec(

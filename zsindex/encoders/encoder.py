@@ -202,11 +202,6 @@ class Encoder:
         )
 
     # ----------------------------------------------------------------- text
-    def text_parts(self) -> tuple[Any, Callable[..., Any], str, str]:
-        """``(model, tokenizer, device, precision)`` for text encoding (loads the model)."""
-        loaded = self._get_loaded()
-        return loaded.model, loaded.tokenizer, loaded.device, self._precision
-
     def text_tokenizer(self) -> Callable[..., Any]:
         """The tokenizer alone; never loads the model weights."""
         if self._loaded is not None:
@@ -224,11 +219,11 @@ class Encoder:
 
     def tokenize_prompts(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(tokens [n, context] int64, truncated bool [n])`` exactly as the model's open_clip
-        tokenizer cuts them; never loads the weights. Before the model is loaded, and where it
-        is exact, this does not even import open_clip (≈5 s with torch, torchvision and timm)."""
+        tokenizer cuts them; never loads the weights. Where it is exact, this does not even
+        import open_clip (≈5 s with torch, torchvision and timm)."""
         from zsindex.encoders.text import tokenize
 
-        fast = self.standalone_tokenizer() if self._loaded is None else None
+        fast = self.standalone_tokenizer()
         if fast is not None:
             return fast.token_array(prompts)
         return tokenize(self.text_tokenizer(), prompts)
@@ -243,7 +238,7 @@ class Encoder:
         """L2-normalised float32 ``[n, dim]`` features of token rows (loads the model)."""
         from zsindex.encoders.text import encode_prompts
 
-        loaded = self._get_loaded()  # not text_parts(): the tokenizer is not needed here
+        loaded = self._get_loaded()
         emb = encode_prompts(
             loaded.model,
             tokens,

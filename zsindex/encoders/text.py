@@ -371,18 +371,18 @@ def encode_labels(
                 need_tokens, batch_size=batch_size, progress=progress
             )
 
-    vecs = np.zeros((0, dim), dtype=np.float32)
+    emb: np.ndarray | None = None
     if missing_keys:
         assert prompt_emb is not None
         vecs = encode_label_prompts(prompt_emb, label_ids)
         new = dict(zip(missing_keys, vecs, strict=True))
         if cache is not None:
             cache.put_many(fingerprint, digest, new)
+        if not found:  # nothing cached: one gather from the new rows, not 100k row copies
+            row_of = {k: j for j, k in enumerate(missing_keys)}
+            emb = vecs[np.fromiter((row_of[k] for k in keys), dtype=np.int64, count=n)]
         found.update(new)
-    if len(missing_keys) == len(first_of):  # nothing cached: one gather, not 100k row copies
-        row_of = {k: j for j, k in enumerate(missing_keys)}
-        emb = vecs[np.fromiter((row_of[k] for k in keys), dtype=np.int64, count=n)]
-    else:
+    if emb is None:
         emb = np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
     missing_set = set(missing_keys)
     num_encoded = sum(1 for k in keys if k in missing_set)

@@ -197,10 +197,8 @@ class TextWorker:
         return self._encoder.info
 
     def tokenize_prompts(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        tokenizer = self._encoder.standalone_tokenizer()
-        if tokenizer is None:  # pragma: no cover - start_text_worker checked it
-            raise ModelError(f"{self.info.name}: no tokenizer without open_clip")
-        return tokenizer.token_array(prompts)
+        # Without open_clip: start_text_worker took only models with a standalone tokenizer.
+        return self._encoder.tokenize_prompts(prompts)
 
     def encode_tokens(
         self, tokens: np.ndarray, *, batch_size: int, progress: ProgressFn | None = None
