@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from enc_helpers import Bundle
+from enc_helpers import Bundle, build_from_cfg
 
 from zsindex.encoders import Encoder, MemoryTextEmbeddingCache, load_encoder, model_cache_stats
 from zsindex.errors import InvalidInputError
@@ -177,7 +177,9 @@ def test_prefix_tree_forward_equals_full_context(
     distinct = {tuple(row[:n]) for row, n in zip(tokens.numpy().tolist(), lengths, strict=True)}
     prefixes = {p[:k] for p in distinct for k in range(1, len(p) + 1)}
     assert built.size == len(prefixes) < int(lengths.sum())
-    assert embedded.shapes == [(built.size,)]
+    # The first block's input runs once per distinct (token, depth) pair of those prefixes.
+    pairs = {(p[-1], len(p)) for p in prefixes}
+    assert embedded.shapes == [(len(pairs),)] and len(pairs) < built.size
     # Small gather blocks and many chunks give the same numbers.
     original = prefix_tree.GATHER_BUDGET
     prefix_tree.GATHER_BUDGET = 1
@@ -188,10 +190,63 @@ def test_prefix_tree_forward_equals_full_context(
     assert (small - full).abs().max().item() < 1e-5
 
 
+def test_prefix_tree_one_block_with_layer_scale_and_quick_gelu() -> None:
+    """A single block is both the first (one row per (token, depth) pair) and the last (outputs
+    at the pooled nodes only); LayerScale and QuickGELU go through the block's own modules."""
+    import torch
+
+    from zsindex.encoders.text import encode_prompts, tokenize
+
+    cfg = {
+        "embed_dim": 16,
+        "quick_gelu": True,
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 1,
+            "width": 32,
+            "head_width": 16,
+            "patch_size": 16,
+        },
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 1,
+            "ls_init_value": 0.5,
+        },
+    }
+    bundle = build_from_cfg(cfg, seed=4)
+    prompts = [f"a photo of a {x}." for x in ("dog", "dogfish", "cat", "great white shark")]
+    tokens, _ = tokenize(bundle.tokenizer, [*prompts, "a", "a photo"])
+    with torch.no_grad():
+        full = bundle.model.encode_text(torch.from_numpy(tokens), normalize=True)
+    tree = encode_prompts(bundle.model, tokens)
+    assert (tree - full).abs().max().item() < 1e-5
+
+
+def test_chains_cover_every_node_once() -> None:
+    import numpy as np
+
+    from zsindex.encoders.prefix_tree import build_prefix_tree, chain_groups
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 4, size=(300, 9))
+    lengths = rng.integers(1, 10, size=300)
+    tree = build_prefix_tree(tokens, lengths)
+    covered = np.concatenate(
+        [
+            tree.ancestors[g.depth][g.rows][:, g.depth + 1 - g.queries :].reshape(-1)
+            for g in chain_groups(tree)
+        ]
+    )
+    assert np.array_equal(np.sort(covered), np.arange(tree.size))
+
+
 def test_prefix_tree_structure() -> None:
     import numpy as np
 
-    from zsindex.encoders.prefix_tree import build_prefix_tree
+    from zsindex.encoders.prefix_tree import build_prefix_tree, chain_groups
 
     tokens = np.array([[1, 5, 6, 9, 0], [1, 5, 7, 9, 0], [1, 5, 6, 9, 0], [2, 9, 0, 0, 0]])
     tree = build_prefix_tree(tokens, np.array([4, 4, 4, 2]))
@@ -200,6 +255,10 @@ def test_prefix_tree_structure() -> None:
     assert tree.tokens.tolist() == [1, 2, 5, 9, 6, 7, 9, 9]
     assert tree.pooled.tolist() == [6, 7, 6, 3]  # identical prompts share their node
     assert tree.ancestors[3].tolist() == [[0, 2, 4, 6], [0, 2, 5, 7]]
+    # Chains (paths of single children): 0-2 ends where 1-5 branches, 1-3 at its leaf, 4-6
+    # and 5-7 at theirs; each is gathered once, as its last node's path, for all its queries.
+    chains = [(g.depth, g.queries, g.rows.tolist()) for g in chain_groups(tree)]
+    assert chains == [(1, 2, [0, 1]), (3, 2, [0, 1])]
 
 
 def test_clip_benchmark_templates_match(tiny_clip: Bundle) -> None:

@@ -5,9 +5,15 @@ a photo of"), species of a genus share the genus name, and pybioclip-style path 
 of Animalia Chordata Aves …") share all but their last rank. In a causal text tower a position's
 keys and values depend only on the tokens up to it, so two prompts with the same first ``t``
 tokens have the same hidden states there. This module builds the tree of distinct prefixes (one
-node per distinct prefix) and runs the tower over the nodes, depth level by depth level, each node
-attending to its ancestors. The last block runs in full only at the pooled (end-of-text) nodes;
-elsewhere it computes just their keys and values.
+node per distinct prefix) and runs the tower over the nodes, each node attending to its ancestors:
+
+* attention goes by chains (paths of single children): a chain's keys and values are gathered
+  once for all its nodes, with a causal mask (4x fewer gathered rows on a taxonomy);
+* the first block's input depends only on (token, depth), so its normalisation and q/k/v
+  projection run once per distinct pair (~20x fewer rows than nodes);
+* linear layers run over blocks of ``ROWS`` rows, which stay in cache;
+* the last block runs in full only at the pooled (end-of-text) nodes; elsewhere it computes just
+  their keys and values.
 
 On a 100k-label taxonomy this is 1.6x fewer token-positions than encoding each prompt after its
 template prefix when prompts are the node's own name, and 5.5x fewer with whole-path prompts.
@@ -90,8 +96,53 @@ def build_prefix_tree(tokens: np.ndarray, lengths: np.ndarray) -> PrefixTree:
     )
 
 
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    return x.reshape(x.shape[0], heads, x.shape[-1] // heads)
+# Most rows per linear layer call: the matrices stay in cache (a [45k, 128] x [128, 512] GEMM
+# runs at half the speed of eleven [4096, 128] ones on a 2-core VM).
+ROWS = 4096
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Paths of one shape: ``rows`` of ``ancestors[depth]`` (each row a node's whole path, itself
+    last) whose last ``queries`` nodes each attend to the path up to themselves."""
+
+    depth: int
+    queries: int
+    rows: np.ndarray
+
+
+def chain_groups(tree: PrefixTree) -> list[_Group]:
+    """Every node, once, as part of a chain: a maximal path whose nodes (all but the last) have
+    exactly one child. A chain of ``s`` nodes ending at depth ``t`` gathers the ``t + 1`` keys of
+    its last node's path once for all ``s`` queries (a causal mask keeps each to its prefix), not
+    once per node: on a 100k-label taxonomy 4x fewer key rows gathered."""
+    n = tree.size
+    children = np.zeros(n, dtype=np.int64)
+    for anc in tree.ancestors[1:]:
+        children += np.bincount(anc[:, -2], minlength=n)
+    run = np.ones(n, dtype=np.int64)  # a node's position in its chain, from 1
+    groups = []
+    for depth, anc in enumerate(tree.ancestors):
+        start, end = tree.level_starts[depth], tree.level_starts[depth + 1]
+        if depth:
+            parent = anc[:, -2]
+            run[start:end] = np.where(children[parent] == 1, run[parent] + 1, 1)
+        last = children[start:end] != 1
+        length = run[start:end]
+        for s in np.unique(length[last]).tolist():
+            groups.append(_Group(depth, s, np.flatnonzero(last & (length == s))))
+    return groups
+
+
+def node_groups(tree: PrefixTree, nodes: np.ndarray) -> list[_Group]:
+    """Each of the sorted ``nodes`` alone (one query at the end of its path)."""
+    groups = []
+    for depth in range(len(tree.ancestors)):
+        start, end = tree.level_starts[depth], tree.level_starts[depth + 1]
+        lo, hi = np.searchsorted(nodes, [start, end]).tolist()
+        if hi > lo:
+            groups.append(_Group(depth, 1, nodes[lo:hi] - start))
+    return groups
 
 
 def encode_prefix_tree(tower: TrimmableTower, tokens: torch.Tensor) -> torch.Tensor:
@@ -104,74 +155,122 @@ def encode_prefix_tree(tower: TrimmableTower, tokens: torch.Tensor) -> torch.Ten
     tree = build_prefix_tree(tokens.cpu().numpy(), lengths)
     cast_dtype = tower.transformer.get_cast_dtype()  # type: ignore[operator]
     depth_of = np.repeat(np.arange(len(tree.ancestors)), np.diff(tree.level_starts))
-    node_tokens = torch.from_numpy(tree.tokens).to(device)
-    x = tower.token_embedding(node_tokens).to(cast_dtype)
-    x = x + tower.positional_embedding[torch.from_numpy(depth_of).to(device)].to(cast_dtype)
+    # The first block's input depends only on (token, depth): ~20x fewer distinct pairs than
+    # nodes in a taxonomy. Its normalisation and q/k/v projection run once per pair.
+    pairs, row = np.unique(tree.tokens * len(tree.ancestors) + depth_of, return_inverse=True)
+    pair_tokens = torch.from_numpy(pairs // len(tree.ancestors)).to(device)
+    pair_depths = torch.from_numpy(pairs % len(tree.ancestors)).to(device)
+    x = tower.token_embedding(pair_tokens).to(cast_dtype)
+    x = x + tower.positional_embedding[pair_depths].to(cast_dtype)
+    paths = [torch.from_numpy(a).to(device) for a in tree.ancestors]
     pooled_nodes = np.unique(tree.pooled)
-    is_pooled = np.zeros(tree.size, dtype=bool)
-    is_pooled[pooled_nodes] = True
-    width = x.shape[-1]
+    chains = chain_groups(tree)
+    node_row: torch.Tensor | None = torch.from_numpy(row.reshape(-1)).to(device)
     for index, block in enumerate(blocks):
-        last = index == len(blocks) - 1
-        x = _tree_block(block, x, tree, is_pooled if last else None, width)
+        if index < len(blocks) - 1:
+            x = _tree_block(block, x, node_row, paths, chains, None)
+        else:  # the last block: outputs at the pooled nodes only
+            pooled = torch.from_numpy(pooled_nodes).to(device)
+            x = _tree_block(block, x, node_row, paths, node_groups(tree, pooled_nodes), pooled)
+        node_row = None  # from the second block on, one row per node
     # After the last block ``x`` holds only the pooled nodes, in node order.
-    row_of = np.searchsorted(pooled_nodes, tree.pooled)
-    out = tower.ln_final(x[torch.from_numpy(row_of).to(device)])
+    out = tower.ln_final(x[torch.from_numpy(np.searchsorted(pooled_nodes, tree.pooled)).to(device)])
     proj = tower.text_projection
     if proj is not None:
         out = proj(out) if isinstance(proj, nn.Linear) else out @ proj
     return F.normalize(out, dim=-1)
 
 
+def _by_rows(fn: Any, x: torch.Tensor, width: int) -> torch.Tensor:
+    """``fn`` over ``x`` in blocks of ``ROWS`` rows, into one ``[rows, width]`` tensor."""
+    out = torch.empty((x.shape[0], width), dtype=x.dtype, device=x.device)
+    for lo in range(0, x.shape[0], ROWS):
+        out[lo : lo + ROWS] = fn(x[lo : lo + ROWS])
+    return out
+
+
 def _tree_block(
-    block: Any, x: torch.Tensor, tree: PrefixTree, only: np.ndarray | None, width: int
+    block: Any,
+    x: torch.Tensor,
+    node_row: torch.Tensor | None,
+    paths: list[torch.Tensor],
+    groups: list[_Group],
+    queries: torch.Tensor | None,
 ) -> torch.Tensor:
-    """One residual block over every node (or, with ``only``, outputs for those nodes alone,
-    in node order; the others contribute their keys and values)."""
+    """One residual block over the tree.
+
+    ``x`` holds hidden states by row; node ``i`` is row ``node_row[i]`` (``None``: row ``i``).
+    Returns the block's output for every node in node order (``queries`` is ``None``; ``groups``
+    must then cover every node once) or for the sorted ``queries`` nodes only (the others give
+    their keys and values).
+    """
     attn = block.attn
     heads = attn.num_heads
-    device = x.device
-    keys: torch.Tensor | None = None
-    values: torch.Tensor | None = None
-    outputs: list[torch.Tensor] = []
-    for depth, anc in enumerate(tree.ancestors):
-        start, end = tree.level_starts[depth], tree.level_starts[depth + 1]
-        h = block.ln_1(x[start:end])
-        if only is None:
-            q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-            rows = torch.arange(end - start, device=device)
-        else:
-            # Keys and values for every node; the query only where an output is needed.
-            k, v = F.linear(h, attn.in_proj_weight[width:], attn.in_proj_bias[width:]).chunk(
-                2, dim=-1
-            )
-            rows = torch.from_numpy(np.flatnonzero(only[start:end])).to(device)
-            q = F.linear(h[rows], attn.in_proj_weight[:width], attn.in_proj_bias[:width])
-        if keys is None:
-            keys = torch.empty((x.shape[0], heads, width // heads), dtype=k.dtype, device=device)
-            values = torch.empty_like(keys)
-        assert values is not None
-        keys[start:end] = _heads(k, heads)
-        values[start:end] = _heads(v, heads)
-        if q.shape[0] == 0:
-            continue
-        # Each query [heads, 1, head_dim] attends over its prefix [heads, depth + 1, head_dim];
-        # the gathered prefixes go in blocks of at most GATHER_BUDGET elements.
-        ancestors = torch.from_numpy(anc).to(device)[rows]
-        q = _heads(q, heads).unsqueeze(2)
-        out = torch.empty((q.shape[0], width), dtype=q.dtype, device=device)
-        step = max(1, GATHER_BUDGET // ((depth + 1) * width))
-        flat_keys, flat_values = keys.view(keys.shape[0], width), values.view(keys.shape[0], width)
-        for lo in range(0, q.shape[0], step):
-            hi = min(q.shape[0], lo + step)
+    width = x.shape[-1]
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    nodes = x.shape[0] if node_row is None else node_row.shape[0]
+    if queries is None:
+        qkv = _by_rows(lambda r: F.linear(block.ln_1(r), weight, bias), x, 3 * width)
+        q, k, v = (t.contiguous() for t in qkv.split(width, dim=-1))
+        q_row = node_row  # a node's query is its row's
+        out_pos = None  # outputs for every node, in node order
+        residual = x if node_row is None else x[node_row]
+    else:
+        kv = _by_rows(lambda r: F.linear(block.ln_1(r), weight[width:], bias[width:]), x, 2 * width)
+        k, v = (t.contiguous() for t in kv.split(width, dim=-1))
+        residual = x[queries if node_row is None else node_row[queries]]
+        q = F.linear(block.ln_1(residual), weight[:width], bias[:width])
+        out_pos = torch.full((nodes,), -1, dtype=torch.int64, device=x.device)
+        out_pos[queries] = torch.arange(queries.shape[0], device=x.device)
+        q_row = out_pos
+    out = _attend(q, k, v, heads, node_row, q_row, out_pos, paths, groups, residual.shape[0])
+    proj = attn.out_proj
+    result = torch.empty_like(residual)
+    for lo in range(0, residual.shape[0], ROWS):
+        y = residual[lo : lo + ROWS] + block.ls_1(
+            F.linear(out[lo : lo + ROWS], proj.weight, proj.bias)
+        )
+        result[lo : lo + ROWS] = y + block.ls_2(block.mlp(block.ln_2(y)))
+    return result
+
+
+def _attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int,
+    kv_row: torch.Tensor | None,
+    q_row: torch.Tensor | None,
+    out_pos: torch.Tensor | None,
+    paths: list[torch.Tensor],
+    groups: list[_Group],
+    count: int,
+) -> torch.Tensor:
+    """Causal attention over each group's paths: ``[count, width]``, query node ``i``'s output
+    at ``out_pos[i]`` (``None``: at ``i``); its query is ``q[q_row[i]]`` and a path node ``j``'s
+    key and value are ``k[kv_row[j]]``, ``v[kv_row[j]]`` (``None``: row ``i``, ``j``)."""
+    width = k.shape[-1]
+    shape_of = (heads, width // heads)
+    out = torch.empty((count, width), dtype=q.dtype, device=q.device)
+    for group in groups:
+        t, s = group.depth + 1, group.queries
+        rows = paths[group.depth][torch.from_numpy(group.rows).to(q.device)]
+        # Query i (at path position t - s + i) sees keys 0 .. t - s + i.
+        mask = None if s == 1 else torch.ones(s, t, dtype=torch.bool, device=q.device).tril(t - s)
+        step = max(1, GATHER_BUDGET // (t * width))
+        for lo in range(0, rows.shape[0], step):
+            path = rows[lo : lo + step]
+            b = path.shape[0]
+            kv_ids = (path if kv_row is None else kv_row[path]).reshape(-1)
+            asking = path[:, t - s :].reshape(-1)
+            q_ids = asking if q_row is None else q_row[asking]
             # index_select of whole rows is ~1.3x faster than advanced indexing here.
-            pick = ancestors[lo:hi].reshape(-1)
-            shape = (hi - lo, depth + 1, heads, width // heads)
-            out[lo:hi] = F.scaled_dot_product_attention(
-                q[lo:hi],
-                flat_keys.index_select(0, pick).view(shape).transpose(1, 2),
-                flat_values.index_select(0, pick).view(shape).transpose(1, 2),
-            ).reshape(hi - lo, width)
-        y = x[start:end][rows] + block.ls_1(F.linear(out, attn.out_proj.weight, attn.out_proj.bias))
-        outputs.append(y + block.ls_2(block.mlp(block.ln_2(y))))
-    return torch.cat(outputs)
+            result = F.scaled_dot_product_attention(
+                q.index_select(0, q_ids).view(b, s, *shape_of).transpose(1, 2),
+                k.index_select(0, kv_ids).view(b, t, *shape_of).transpose(1, 2),
+                v.index_select(0, kv_ids).view(b, t, *shape_of).transpose(1, 2),
+                attn_mask=mask,
+            )
+            at = asking if out_pos is None else out_pos[asking]
+            out.index_copy_(0, at, result.transpose(1, 2).reshape(b * s, width))
+    return out
