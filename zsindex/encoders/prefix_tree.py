@@ -181,11 +181,15 @@ def encode_prefix_tree(tower: TrimmableTower, tokens: torch.Tensor) -> torch.Ten
     return F.normalize(out, dim=-1)
 
 
-def _by_rows(fn: Any, x: torch.Tensor, width: int) -> torch.Tensor:
-    """``fn`` over ``x`` in blocks of ``ROWS`` rows, into one ``[rows, width]`` tensor."""
-    out = torch.empty((x.shape[0], width), dtype=x.dtype, device=x.device)
+def _projected(x: torch.Tensor, norm: Any, weight: torch.Tensor, bias: Any) -> torch.Tensor:
+    """``norm(x) @ weight.T + bias``, ``ROWS`` rows at a time, each block written in place."""
+    out = torch.empty((x.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
     for lo in range(0, x.shape[0], ROWS):
-        out[lo : lo + ROWS] = fn(x[lo : lo + ROWS])
+        h = norm(x[lo : lo + ROWS])
+        if bias is None:
+            torch.mm(h, weight.t(), out=out[lo : lo + ROWS])
+        else:
+            torch.addmm(bias, h, weight.t(), out=out[lo : lo + ROWS])
     return out
 
 
@@ -210,28 +214,27 @@ def _tree_block(
     weight, bias = attn.in_proj_weight, attn.in_proj_bias
     nodes = x.shape[0] if node_row is None else node_row.shape[0]
     if queries is None:
-        qkv = _by_rows(lambda r: F.linear(block.ln_1(r), weight, bias), x, 3 * width)
-        q, k, v = (t.contiguous() for t in qkv.split(width, dim=-1))
+        # Views, not copies: the gathers below read whole rows through the stride.
+        q, k, v = _projected(x, block.ln_1, weight, bias).split(width, dim=-1)
         q_row = node_row  # a node's query is its row's
         out_pos = None  # outputs for every node, in node order
         residual = x if node_row is None else x[node_row]
     else:
-        kv = _by_rows(lambda r: F.linear(block.ln_1(r), weight[width:], bias[width:]), x, 2 * width)
-        k, v = (t.contiguous() for t in kv.split(width, dim=-1))
+        k, v = _projected(
+            x, block.ln_1, weight[width:], None if bias is None else bias[width:]
+        ).split(width, dim=-1)
         residual = x[queries if node_row is None else node_row[queries]]
-        q = F.linear(block.ln_1(residual), weight[:width], bias[:width])
+        q = F.linear(block.ln_1(residual), weight[:width], None if bias is None else bias[:width])
         out_pos = torch.full((nodes,), -1, dtype=torch.int64, device=x.device)
         out_pos[queries] = torch.arange(queries.shape[0], device=x.device)
         q_row = out_pos
     out = _attend(q, k, v, heads, node_row, q_row, out_pos, paths, groups, residual.shape[0])
     proj = attn.out_proj
-    result = torch.empty_like(residual)
     for lo in range(0, residual.shape[0], ROWS):
-        y = residual[lo : lo + ROWS] + block.ls_1(
-            F.linear(out[lo : lo + ROWS], proj.weight, proj.bias)
-        )
-        result[lo : lo + ROWS] = y + block.ls_2(block.mlp(block.ln_2(y)))
-    return result
+        attended = out[lo : lo + ROWS]
+        y = residual[lo : lo + ROWS] + block.ls_1(F.linear(attended, proj.weight, proj.bias))
+        torch.add(y, block.ls_2(block.mlp(block.ln_2(y))), out=attended)  # in place, row by row
+    return out
 
 
 def _attend(
