@@ -117,6 +117,22 @@ def test_attributes_and_bpe_cache_match_simple_tokenizer() -> None:
     assert "a" not in ours.cache and "photo</w>" not in ours.cache and "photo" in ours.cache
 
 
+def test_bpe_merges_equal_simple_tokenizer_on_many_words() -> None:
+    """Every word of open_clip's ImageNet and its templates, plus pseudo-Latin taxa, merged
+    piece for piece as SimpleTokenizer merges them (the merge loop is ours, not a copy)."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+
+    text = " ".join([*IMAGENET_CLASSNAMES, *(t("x") for t in OPENAI_IMAGENET_TEMPLATES)])
+    syllables = [c + v for c in "bcdglmnprstv" for v in "aeiou"]
+    latin = ["".join(syllables[(i * k) % 60] for k in (1, 7, 13, 31)) for i in range(600)]
+    ours, theirs = ClipBpe(), SimpleTokenizer()
+    words = {w for w in ours.pat.findall(text.lower()) + latin}
+    encoded = ["".join(ours.byte_encoder[b] for b in w.encode("utf-8")) for w in sorted(words)]
+    assert len(encoded) > 1300
+    assert [ours.bpe(w) for w in encoded] == [theirs.bpe(w) for w in encoded]
+
+
 def test_vocab_is_open_clips_file_and_instances_are_shared() -> None:
     import open_clip.tokenizer
 

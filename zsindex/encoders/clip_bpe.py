@@ -19,7 +19,6 @@ from __future__ import annotations
 import gzip
 import html
 import importlib.util
-import itertools
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -87,10 +86,6 @@ def _load_tables(path: Path) -> tuple[dict[str, int], dict[tuple[str, ...], int]
         return encoder, ranks
 
 
-def _get_pairs(word: tuple[str, ...]) -> set[tuple[str, str]]:
-    return set(itertools.pairwise(word))
-
-
 def _clean_lower(text: str) -> str:
     """open_clip's ``_clean_lower``: ``whitespace_clean(basic_clean(text)).lower()``."""
     import ftfy  # ~0.1 s to import; only texts that leave FastTokenizer's plain path need it
@@ -131,37 +126,33 @@ class ClipBpe:
         cached = self.cache.get(token)
         if cached is not None:
             return cached
-        word: tuple[str, ...] = (*token[:-1], token[-1] + "</w>")
-        pairs = _get_pairs(word)
-        if not pairs:
+        if len(token) == 1:
             return token + "</w>"
+        word = [*token[:-1], token[-1] + "</w>"]
         ranks = self.bpe_ranks
-        inf = float("inf")
-        while True:
-            bigram = min(pairs, key=lambda pair: ranks.get(pair, inf))
-            if bigram not in ranks:
+        # SimpleTokenizer's loop, without its per-pair key function: find the lowest-ranked
+        # adjacent pair (ranks are distinct), merge every occurrence left to right, repeat.
+        while len(word) > 1:
+            best_rank = -1
+            first = second = ""
+            left = word[0]
+            for right in word[1:]:
+                rank = ranks.get((left, right))
+                if rank is not None and (best_rank < 0 or rank < best_rank):
+                    best_rank, first, second = rank, left, right
+                left = right
+            if best_rank < 0:
                 break
-            first, second = bigram
-            new_word: list[str] = []
-            i = 0
-            while i < len(word):
-                try:
-                    j = word.index(first, i)
-                except ValueError:
-                    new_word.extend(word[i:])
-                    break
-                new_word.extend(word[i:j])
-                i = j
-                if word[i] == first and i < len(word) - 1 and word[i + 1] == second:
-                    new_word.append(first + second)
+            merged: list[str] = []
+            i, n = 0, len(word)
+            while i < n:
+                if i < n - 1 and word[i] == first and word[i + 1] == second:
+                    merged.append(first + second)
                     i += 2
                 else:
-                    new_word.append(word[i])
+                    merged.append(word[i])
                     i += 1
-            word = tuple(new_word)
-            if len(word) == 1:
-                break
-            pairs = _get_pairs(word)
+            word = merged
         out = " ".join(word)
         self.cache[token] = out
         return out

@@ -28,6 +28,8 @@ from zsindex.errors import InvalidInputError
 if TYPE_CHECKING:
     import torch
 
+    from zsindex.encoders.towers import TrimmableTower
+
 __all__ = ["TextEncoding", "encode_label_prompts", "encode_labels", "encode_prompts", "tokenize"]
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,7 @@ def encode_prompts(
     trim: bool = True,
     share_prefix: bool = True,
     progress: ProgressFn | None = None,
+    tower: TrimmableTower | None = None,
 ) -> torch.Tensor:
     """L2-normalised float32 features ``[n, dim]`` (on CPU) of tokenized prompts, in input order.
 
@@ -171,6 +174,8 @@ def encode_prompts(
             last block only at the pooled position (exact; see
             :mod:`zsindex.encoders.prefix_tree`). Prompts go in chunks of ``TREE_CHUNK``.
         progress: called with ``(prompts done, prompts total)`` after each batch.
+        tower: a tower built without open_clip (:mod:`zsindex.encoders.plain_tower`), run
+            instead of ``model`` (which may then be ``None``).
     """
     import torch
     import torch.nn.functional as F
@@ -183,7 +188,8 @@ def encode_prompts(
     n = int(tokens.shape[0])
     if n == 0:
         raise InvalidInputError("no prompts to encode")
-    tower = detect_tower(model) if trim else None
+    if tower is None:
+        tower = detect_tower(model) if trim else None
     as_tree = tower is not None and share_prefix and tower.plain_blocks is not None
     if tower is not None:
         lengths = needed_lengths(tokens, tower)
