@@ -40,6 +40,7 @@ def test_worker_features_equal_the_in_process_encoder() -> None:
         assert np.array_equal(w_tokens, tokens) and np.array_equal(w_truncated, truncated)
         got = worker.encode_tokens(tokens, batch_size=2, progress=lambda d, t: seen.append((d, t)))
         again = worker.encode_tokens(tokens[:2], batch_size=8, progress=None)  # reusable
+        assert worker.runtime == "plain"  # the standard text tower, built without open_clip
     assert got.dtype == np.float32 and got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=1e-6)
     np.testing.assert_allclose(again, expected[:2], atol=1e-6)
@@ -55,6 +56,18 @@ def test_label_embeddings_through_the_worker_equal_in_process() -> None:
         got = encode_labels(worker, labels, templates)
     np.testing.assert_allclose(got.embeddings, expected.embeddings, atol=1e-6)
     assert got.num_prompts == expected.num_prompts == 6
+
+
+def test_a_tower_outside_the_standard_kind_runs_through_open_clip(
+    tmp_path: Path, custom_causal: Bundle
+) -> None:
+    folder = write_local_dir(tmp_path / "custom", custom_causal)
+    encoder = load_encoder(f"local-dir:{folder}", device="cpu")
+    tokens, _ = encoder.tokenize_prompts(PROMPTS)
+    with TextWorker(encoder) as worker:
+        got = worker.encode_tokens(tokens, batch_size=8)
+        assert worker.runtime == "open_clip"
+    np.testing.assert_allclose(got, encoder.encode_tokens(tokens), atol=1e-6)
 
 
 def test_a_model_the_worker_cannot_load_is_a_model_error(tmp_path: Path, tiny_clip: Bundle) -> None:
@@ -198,7 +211,8 @@ def test_one_shot_cli_registration_encodes_in_a_worker(tmp_path: Path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "text encoder worker" in proc.stderr and "TORCH_IMPORTED False" in proc.stderr
+    assert "text encoder worker ready (plain)" in proc.stderr
+    assert "TORCH_IMPORTED False" in proc.stderr
     assert json.loads(proc.stdout)["num_labels"] == 4
 
     from zsindex.client import Client

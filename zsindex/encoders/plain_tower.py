@@ -236,8 +236,6 @@ def read_plain_tower(
 ) -> TrimmableTower | None:
     """:func:`build_plain_tower` from a weights file; a ``.safetensors`` file is read for its
     text tensors only. Unreadable files give ``None`` too (open_clip's loader then reports)."""
-    from zsindex.errors import ModelError
-
     if plain_text_config(model_cfg) is None:
         return None
     state: Mapping[str, torch.Tensor]
@@ -251,6 +249,6 @@ def read_plain_tower(
             from zsindex.encoders.weights import read_state_dict
 
             state = read_state_dict(weights_path)
-    except (ModelError, OSError, ValueError, RuntimeError):
+    except Exception:  # e.g. SafetensorError, ModelError: open_clip's loader reports it
         return None
     return build_plain_tower(model_cfg, state, device)
