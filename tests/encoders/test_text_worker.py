@@ -94,6 +94,68 @@ def test_a_failed_encode_is_an_error_frame_and_the_worker_lives_on() -> None:
         assert worker.encode_tokens(tokens, batch_size=8).shape[0] == 2
 
 
+def _many_prompts(n: int) -> list[str]:
+    return [f"a photo of Genus{i // 7} species{i}." for i in range(n)]
+
+
+def test_prompts_in_parts_equal_the_in_process_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts go out while the next ones tokenize; features and progress cover the whole."""
+    from zsindex.encoders import text_worker
+
+    monkeypatch.setattr(text_worker, "PART_PROMPTS", 64)
+    prompts = _many_prompts(300)
+    encoder = load_encoder("zsindex-tiny", device="cpu")
+    checked: list[int] = []
+    seen: list[tuple[int, int]] = []
+    with _worker() as worker:
+        tokens, truncated, got = worker.tokenize_and_encode(
+            prompts,
+            batch_size=32,
+            progress=lambda d, t: seen.append((d, t)),
+            check=lambda tok, tr: checked.append(len(tok)),
+        )
+        again = worker.encode_tokens(tokens[:3], batch_size=8, progress=None)  # still usable
+    expected_tokens, expected_truncated = encoder.tokenize_prompts(prompts)
+    assert np.array_equal(tokens, expected_tokens)
+    assert np.array_equal(truncated, expected_truncated) and checked == [300]
+    np.testing.assert_allclose(got, encoder.encode_tokens(expected_tokens), atol=1e-6)
+    np.testing.assert_allclose(again, got[:3], atol=1e-6)
+    assert seen[-1] == (300, 300) and all(t == 300 for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) >= 5
+
+
+def test_a_check_that_fails_stops_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zsindex.encoders import text_worker
+    from zsindex.errors import InvalidInputError
+
+    monkeypatch.setattr(text_worker, "PART_PROMPTS", 64)
+
+    def refuse(tokens: np.ndarray, truncated: np.ndarray) -> None:
+        raise InvalidInputError("too long")
+
+    worker = _worker()
+    with pytest.raises(InvalidInputError, match="too long"):
+        worker.tokenize_and_encode(_many_prompts(200), batch_size=32, progress=None, check=refuse)
+    assert worker._proc is None  # killed and reaped, not left encoding parts nobody wants
+
+
+def test_a_failed_part_is_one_error_and_the_rest_of_its_parts_are_dropped() -> None:
+    with _worker() as worker:
+        tokens, _ = worker.tokenize_prompts(PROMPTS)
+        bad = tokens.copy()
+        bad[2, 1] = 10**6
+        parts = [(0, tokens[:2], False), (2, bad[2:4], False), (4, tokens[4:], True)]
+        for offset, part, last in parts:
+            header = {"op": "encode", "shape": list(part.shape), "batch_size": 8}
+            ids = np.ascontiguousarray(part, dtype=np.int32)
+            worker._request({**header, "offset": offset, "total": 5, "last": last}, ids)
+        worker._wait_ready()
+        with pytest.raises(ModelError, match="IndexError"):
+            worker._read_result(5, None)
+        # The third part was dropped unanswered: the next request gets its own answer.
+        assert worker.encode_tokens(tokens[:1], batch_size=8).shape == (1, 128)
+
+
 def test_a_worker_killed_while_encoding_is_a_model_error_and_close_reaps_it() -> None:
     worker = _worker()
     tokens, _ = worker.tokenize_prompts(PROMPTS[:1])

@@ -29,7 +29,13 @@ from zsindex.encoders.info import (
 )
 from zsindex.encoders.loading import LoadedModel, get_loaded, get_tokenizer, resolve_device
 from zsindex.encoders.resolve import ResolvedModel, resolve_model
-from zsindex.encoders.text import DEFAULT_TEXT_BATCH, ProgressFn, TextEncoding, encode_labels
+from zsindex.encoders.text import (
+    DEFAULT_TEXT_BATCH,
+    CheckFn,
+    ProgressFn,
+    TextEncoding,
+    encode_labels,
+)
 from zsindex.errors import InvalidInputError, ModelError
 
 if TYPE_CHECKING:
@@ -227,6 +233,22 @@ class Encoder:
         if fast is not None:
             return fast.token_array(prompts)
         return tokenize(self.text_tokenizer(), prompts)
+
+    def tokenize_and_encode(
+        self,
+        prompts: Sequence[str],
+        *,
+        batch_size: int = DEFAULT_TEXT_BATCH,
+        progress: ProgressFn | None = None,
+        check: CheckFn,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(tokens, truncated, features)``; ``check(tokens, truncated)`` runs before the model
+        is loaded or run (see :class:`~zsindex.encoders.text.TextRuntime`)."""
+        from zsindex.encoders.text import tokenize_then_encode
+
+        return tokenize_then_encode(
+            self, prompts, batch_size=batch_size, progress=progress, check=check
+        )
 
     def encode_tokens(
         self,

@@ -35,6 +35,7 @@ __all__ = ["TextEncoding", "encode_label_prompts", "encode_labels", "encode_prom
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
+CheckFn = Callable[[np.ndarray, np.ndarray], None]
 DEFAULT_TEXT_BATCH = 1024
 DEFAULT_TOKEN_BUDGET = 16384
 TREE_CHUNK = 8192  # prompts per prefix tree (more sharing vs. memory: ~nodes x width floats)
@@ -81,6 +82,34 @@ class TextRuntime(Protocol):
     ) -> np.ndarray:
         """L2-normalised float32 ``[n, dim]`` features of token rows (loads the model)."""
         ...
+
+    def tokenize_and_encode(
+        self,
+        prompts: Sequence[str],
+        *,
+        batch_size: int,
+        progress: ProgressFn | None,
+        check: CheckFn,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(tokens, truncated, features)`` of every prompt: :meth:`tokenize_prompts` then
+        :meth:`encode_tokens`, or both at once where a runtime can overlap them. ``check`` sees
+        ``(tokens, truncated)`` before the features are returned and may raise."""
+        ...
+
+
+def tokenize_then_encode(
+    runtime: TextRuntime,
+    prompts: Sequence[str],
+    *,
+    batch_size: int,
+    progress: ProgressFn | None,
+    check: CheckFn,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:meth:`TextRuntime.tokenize_and_encode` one after the other (``check`` before encoding)."""
+    tokens, truncated = runtime.tokenize_prompts(prompts)
+    check(tokens, truncated)
+    features = runtime.encode_tokens(tokens, batch_size=batch_size, progress=progress)
+    return tokens, truncated, features
 
 
 def tokenize(
@@ -357,22 +386,31 @@ def encode_labels(
                     uniq.append(p)
                 ids.append(pos[p])
             key_ids[key] = ids
-        tokens, trunc = runtime.tokenize_prompts(uniq)
-        context = int(tokens.shape[1])
-        bad_keys = {k for k, ids in key_ids.items() if trunc[ids].any()} if trunc.any() else set()
-        truncated_labels = [i for i, k in enumerate(keys) if k in bad_keys]
-        num_truncated = sum(int(trunc[key_ids[keys[i]]].sum()) for i in truncated_labels)
-        _report_truncation(labels, truncated_labels, num_truncated, context, strict)
-        if missing_keys:
-            if len(missing_keys) == len(key_ids):  # nothing cached (a new label set)
-                need_tokens = tokens
-                label_ids = [key_ids[k] for k in missing_keys]
-            else:
-                need = sorted({i for k in missing_keys for i in key_ids[k]})
-                remap = {old: new for new, old in enumerate(need)}
-                need_tokens = tokens[need]
-                label_ids = [[remap[i] for i in key_ids[k]] for k in missing_keys]
-                uniq = [uniq[i] for i in need]
+        truncation: list[tuple[list[int], int]] = []
+
+        def check(tokens: np.ndarray, trunc: np.ndarray) -> None:
+            bad = {k for k, ids in key_ids.items() if trunc[ids].any()} if trunc.any() else set()
+            bad_labels = [i for i, k in enumerate(keys) if k in bad]
+            count = sum(int(trunc[key_ids[keys[i]]].sum()) for i in bad_labels)
+            _report_truncation(labels, bad_labels, count, int(tokens.shape[1]), strict)
+            truncation.append((bad_labels, count))
+
+        if missing_keys and len(missing_keys) == len(key_ids):  # nothing cached (a new set)
+            # Every prompt is encoded: a worker encodes the first ones while the rest tokenize.
+            tokens, trunc, prompt_emb = runtime.tokenize_and_encode(
+                uniq, batch_size=batch_size, progress=progress, check=check
+            )
+            label_ids = [key_ids[k] for k in missing_keys]
+        else:
+            tokens, trunc = runtime.tokenize_prompts(uniq)
+            check(tokens, trunc)
+        truncated_labels, num_truncated = truncation[0]
+        if missing_keys and prompt_emb is None:  # some cached: encode the others' prompts
+            need = sorted({i for k in missing_keys for i in key_ids[k]})
+            remap = {old: new for new, old in enumerate(need)}
+            need_tokens = tokens[need]
+            label_ids = [[remap[i] for i in key_ids[k]] for k in missing_keys]
+            uniq = [uniq[i] for i in need]
             prompt_emb = runtime.encode_tokens(
                 need_tokens, batch_size=batch_size, progress=progress
             )

@@ -37,13 +37,16 @@ its next write); :meth:`TextWorker.close` kills it at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import queue
 import signal
 import struct
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,6 +55,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from zsindex.encoders.fast_tokenizer import standalone_context_length
+from zsindex.encoders.text import CheckFn, tokenize_then_encode
 from zsindex.errors import ERRORS_BY_CODE, ModelError, ZsindexError
 
 if TYPE_CHECKING:
@@ -107,6 +111,8 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+# Prompts per part sent while the rest tokenize (two tree chunks: little prefix sharing lost).
+PART_PROMPTS = 16384
 PIPE_BYTES = 1 << 20  # Linux's default most for a pipe (/proc/sys/fs/pipe-max-size)
 
 
@@ -214,6 +220,10 @@ class TextWorker:
             return self._encoder.encode_tokens(tokens, batch_size=batch_size, progress=progress)
         ids = np.ascontiguousarray(tokens, dtype=np.int32)
         self._request({"op": "encode", "shape": list(ids.shape), "batch_size": batch_size}, ids)
+        return self._read_result(ids.shape[0], progress)
+
+    def _read_result(self, rows: int, progress: ProgressFn | None) -> np.ndarray:
+        """Progress frames, then the features of the ``rows`` prompts sent."""
         try:
             while True:
                 header, payload = self._reply()
@@ -225,7 +235,7 @@ class TextWorker:
                 if (
                     header.get("op") != "result"
                     or len(shape) != 2
-                    or shape[0] != ids.shape[0]
+                    or shape[0] != rows
                     or len(payload) != shape[0] * shape[1] * 4
                 ):
                     raise ModelError(f"the text encoder worker sent a bad reply: {header}")
@@ -236,6 +246,77 @@ class TextWorker:
             if not self._clean_error:
                 self.close()
             raise
+
+    def tokenize_and_encode(
+        self,
+        prompts: Sequence[str],
+        *,
+        batch_size: int,
+        progress: ProgressFn | None,
+        check: CheckFn,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tokenize here in parts of ``PART_PROMPTS``, each sent as soon as it is ready: the
+        worker encodes the first parts while this process tokenizes the next ones. A thread
+        sends them, so a part larger than the pipe never stalls the tokenizing."""
+        if self._fallback or self._proc is None or len(prompts) <= PART_PROMPTS:
+            return tokenize_then_encode(
+                self, prompts, batch_size=batch_size, progress=progress, check=check
+            )
+        parts: queue.Queue[tuple[dict[str, Any], np.ndarray] | None] = queue.Queue()
+        failed: list[BaseException] = []
+        sender = threading.Thread(
+            target=self._send_parts, args=(parts, failed), name="zsindex-text-parts", daemon=True
+        )
+        sender.start()
+        tokens: list[np.ndarray] = []
+        truncated: list[np.ndarray] = []
+        try:
+            for start in range(0, len(prompts), PART_PROMPTS):
+                part, part_truncated = self.tokenize_prompts(prompts[start : start + PART_PROMPTS])
+                tokens.append(part)
+                truncated.append(part_truncated)
+                last = start + PART_PROMPTS >= len(prompts)
+                header = {
+                    "op": "encode",
+                    "shape": list(part.shape),
+                    "batch_size": batch_size,
+                    "offset": start,
+                    "total": len(prompts),
+                    "last": last,
+                }
+                parts.put((header, np.ascontiguousarray(part, dtype=np.int32)))
+            all_tokens, all_truncated = np.concatenate(tokens), np.concatenate(truncated)
+            check(all_tokens, all_truncated)
+        except BaseException:
+            self.close()  # the worker may be mid-part: stop it (the sender then stops too)
+            raise
+        finally:
+            parts.put(None)
+            sender.join()
+        self._wait_ready()
+        if self._fallback:  # it died before loading: everything here
+            features = self._encoder.encode_tokens(
+                all_tokens, batch_size=batch_size, progress=progress
+            )
+        elif failed:
+            raise self._died()
+        else:
+            features = self._read_result(len(prompts), progress)
+        return all_tokens, all_truncated, features
+
+    def _send_parts(
+        self,
+        parts: queue.Queue[tuple[dict[str, Any], np.ndarray] | None],
+        failed: list[BaseException],
+    ) -> None:
+        """The sender thread: write parts until ``None``; after a failure, drain the queue."""
+        while (item := parts.get()) is not None:
+            if failed:
+                continue
+            try:
+                self._request(*item)
+            except BaseException as exc:  # the worker died; the caller finds out how
+                failed.append(exc)
 
     def close(self) -> None:
         """Stop the child (at once: it holds nothing that needs a clean shutdown)."""
@@ -374,6 +455,43 @@ def _plain_encoder(encoder: Encoder) -> _EncodeFn | None:
     return encode
 
 
+class _RequestReader:
+    """Reads requests on a thread as they arrive, so the encoding loop knows whether the
+    parent has sent a request's last part (it has stopped tokenizing) before it gets there."""
+
+    def __init__(self, inp: IO[bytes]) -> None:
+        self._inp = inp
+        self._queue: queue.Queue[tuple[dict[str, Any], bytearray] | None] = queue.Queue()
+        self._lasts_read = self._lasts_taken = 0
+        threading.Thread(target=self._read, name="zsindex-requests", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                header, payload = _recv(self._inp)
+                if header.get("last", True):
+                    self._lasts_read += 1
+                self._queue.put((header, payload))
+        except (EOFError, OSError, ValueError):  # the parent went away (or wrote garbage)
+            self._queue.put(None)
+
+    def next(self) -> tuple[dict[str, Any], bytearray] | None:
+        """The next request, or ``None`` when the parent closed our stdin."""
+        item = self._queue.get()
+        if item is not None and item[0].get("last", True):
+            self._lasts_taken += 1
+        return item
+
+    def all_sent(self) -> bool:
+        """Whether the last part of the request being served has arrived."""
+        return self._lasts_read > self._lasts_taken
+
+
+def _send_progress(out: IO[bytes], offset: int, total: int | None, done: int, of: int) -> None:
+    """A progress frame; a part's counts are shifted to the whole request's."""
+    _send(out, {"op": "progress", "done": offset + done, "total": of if total is None else total})
+
+
 def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
     from zsindex.encoders.encoder import load_encoder
 
@@ -396,15 +514,24 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
         return
     ready = {"op": "ready", "fingerprint": info.fingerprint, "dim": info.dim, "runtime": runtime}
     _send(out, ready)
-    while True:
-        try:
-            header, payload = _recv(inp)
-        except EOFError:
-            return
+    requests = _RequestReader(inp)
+    import torch
 
-        def progress(done: int, total: int) -> None:
-            _send(out, {"op": "progress", "done": done, "total": total})
-
+    threads = torch.get_num_threads()
+    parts: list[np.ndarray] = []  # features of the parts of a request sent in parts
+    skipping = False  # a part failed: its answer was the error; drop the rest of its parts
+    while (request := requests.next()) is not None:
+        header, payload = request
+        in_parts, last = "last" in header, bool(header.get("last", True))
+        # While the parent still tokenizes the next parts it needs a core: one thread here
+        # (two would take turns with it on a 2-CPU machine); all of them once it is done.
+        torch.set_num_threads(1 if not last and not requests.all_sent() else threads)
+        if skipping:
+            skipping = not last
+            continue
+        progress = functools.partial(
+            _send_progress, out, int(header.get("offset", 0)), header.get("total")
+        )
         try:
             shape = tuple(int(x) for x in header["shape"])
             tokens = np.frombuffer(payload, dtype=np.int32).reshape(shape).astype(np.int64)
@@ -413,8 +540,14 @@ def _serve(inp: IO[bytes], out: IO[bytes]) -> None:
             raise
         except Exception as exc:
             _send(out, _error_frame(exc))
+            parts.clear()
+            skipping = in_parts and not last
             continue
-        _send(out, {"op": "result", "shape": list(emb.shape)}, emb.astype(np.float32))
+        parts.append(emb.astype(np.float32, copy=False))
+        if last:
+            result = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            parts.clear()
+            _send(out, {"op": "result", "shape": list(result.shape)}, result)
 
 
 def main() -> None:
