@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,25 @@ def test_migrations_ship_inside_the_package() -> None:
     path = migrate.migrations_dir()
     assert (path / "env.py").is_file()
     assert any(p.name.endswith(".py") for p in (path / "versions").iterdir())
+
+
+def test_head_revision_constant_is_alembics_head() -> None:
+    """HEAD_REVISION lets a store at head open without importing Alembic: it must name the
+    newest migration (add a migration, update the constant)."""
+    assert migrate.head_revision() == migrate.HEAD_REVISION
+
+
+def test_a_store_at_head_opens_without_alembic(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'z.db'}"
+    Store(url).close()  # created (Alembic runs)
+    code = (
+        "import sys\n"
+        "from zsindex.store.repository import Store\n"
+        f"Store({url!r}).close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,20 +1,28 @@
-"""Schema management through Alembic, run programmatically from the installed package."""
+"""Schema management through Alembic, run programmatically from the installed package.
+
+Opening a store that is already at head reads its revision with one query and never imports
+Alembic (~0.2 s of every command's start): :data:`HEAD_REVISION` names the newest migration, and a
+test checks it against Alembic's own view of ``migrations/``.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from zsindex.errors import SchemaOutOfDateError
 from zsindex.store.engine import translate_db_errors
 from zsindex.store.models import Base
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# The newest migration's revision id (a new migration updates it; tests/store check it).
+HEAD_REVISION = "0002"
 
 
 def migrations_dir() -> Path:
@@ -27,6 +35,8 @@ def migrations_dir() -> Path:
 
 
 def _config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     # configparser interpolates "%": escape it (URL-encoded options contain %3D).
@@ -36,6 +46,10 @@ def _config(engine: Engine) -> Config:
 
 
 def head_revision() -> str:
+    """The newest migration, as Alembic reads ``migrations/``."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     head = ScriptDirectory.from_config(cfg).get_current_head()
@@ -45,11 +59,26 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.migration import MigrationContext
+
     with translate_db_errors(), engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def _stored_revision(engine: Engine) -> str | None:
+    """The revision in ``alembic_version`` read with one plain query; ``None`` when the table
+    is missing, empty or holds several heads (then Alembic decides)."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+    except DBAPIError:  # no such table: a new or foreign database
+        return None
+    return str(rows[0][0]) if len(rows) == 1 else None
+
+
 def _run(engine: Engine, fn_name: str, revision: str) -> None:
+    from alembic import command
+
     cfg = _config(engine)
     with translate_db_errors(), engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -81,6 +110,11 @@ def ensure_current(engine: Engine, *, create_if_empty: bool) -> None:
     Raises:
         SchemaOutOfDateError: the schema exists but is not at this code's revision.
     """
+    if _stored_revision(engine) == HEAD_REVISION:  # the common case, without Alembic
+        return
+    from alembic import command
+    from alembic.migration import MigrationContext
+
     current = current_revision(engine)
     head = head_revision()
     if current == head:
@@ -114,6 +148,9 @@ def ensure_current(engine: Engine, *, create_if_empty: bool) -> None:
 
 def drift(engine: Engine) -> list[object]:
     """Differences between the table models and the migrated database (empty = none)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
     with translate_db_errors(), engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         return list(compare_metadata(ctx, Base.metadata))
