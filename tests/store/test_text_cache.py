@@ -271,3 +271,26 @@ def test_migration_carries_old_rows_into_chunks_and_back(db_url: str) -> None:
             np.testing.assert_array_equal(got[key], vec)
     np.testing.assert_array_equal(cache.get_many("fp", "td2", ["new"])["new"], np.ones(8))
     engine.dispose()
+
+
+def test_a_put_of_the_keys_just_looked_up_hashes_them_once(
+    cache: SqlTextEmbeddingCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = text_cache.key_digests
+
+    def counting(keys: Any) -> np.ndarray:
+        calls.append(len(keys))
+        return real(keys)
+
+    monkeypatch.setattr(text_cache, "key_digests", counting)
+    keys = [f"label {i}" for i in range(50)]
+    assert cache.get_many("fp", "td", keys) == {}
+    rng = np.random.default_rng(0)
+    items = {k: rng.standard_normal(8).astype(np.float32) for k in keys}
+    cache.put_many("fp", "td", items)  # the same keys, in the same order: no second hashing
+    assert calls == [50]
+    got = cache.get_many("fp", "td", [*keys[:3], "other"])  # other keys: hashed afresh
+    assert calls == [50, 4] and sorted(got) == sorted(keys[:3])
+    for key in keys[:3]:
+        np.testing.assert_array_equal(got[key], items[key])
