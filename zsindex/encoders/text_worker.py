@@ -19,12 +19,15 @@ process.
 
 Protocol (the worker's stdin and stdout; the worker's own prints go to stderr): each frame is a
 4-byte big-endian header length, a JSON header, and ``header["nbytes"]`` bytes of array payload.
-One request is outstanding at a time (the child reads a whole request before it answers), so
-neither side can block on a full pipe.
+One request is outstanding at a time, and the child reads requests on a thread as they arrive,
+so neither side can block on a full pipe while the other waits for it.
 
 * parent → worker: ``{"op": "load", "model", "pretrained", "device", "precision", "log_level"}``
   once, then ``{"op": "encode", "shape", "batch_size", "nbytes"}`` + int32 token ids, any number
-  of times.
+  of times. A request may come in parts (:meth:`TextWorker.tokenize_and_encode`): each part's
+  header adds ``"offset"`` (its first prompt), ``"total"`` (prompts in the request) and
+  ``"last"``; the worker encodes each part as it comes and answers once, after the last (a part
+  that fails is answered with its error, and the request's later parts are dropped).
 * worker → parent: ``{"op": "ready", "fingerprint", "dim", "runtime"}`` (``plain``: a standard
   text tower built without open_clip; ``open_clip``: the model as open_clip builds it) or
   ``{"op": "error", "code", "message"}``; per encode, ``{"op": "progress", "done", "total"}``
