@@ -225,6 +225,28 @@ def test_prefix_tree_one_block_with_layer_scale_and_quick_gelu() -> None:
     assert (tree - full).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("fixture", ["tiny_clip", "custom_causal"])
+def test_prefix_tree_under_autocast(fixture: str, request: pytest.FixtureRequest) -> None:
+    """On CUDA the tower runs under fp16 autocast, where some results come back narrower than
+    the buffers they go into; CPU bfloat16 autocast takes the same mixed-dtype paths here."""
+    import torch
+
+    from zsindex.encoders.prefix_tree import encode_prefix_tree
+    from zsindex.encoders.text import tokenize
+    from zsindex.encoders.towers import detect_tower
+
+    bundle: Bundle = request.getfixturevalue(fixture)
+    tower = detect_tower(bundle.model)
+    assert tower is not None
+    prompts = [f"a photo of a {x}." for x in ("dog", "dogfish", "cat", "great white shark")]
+    tokens = torch.from_numpy(tokenize(bundle.tokenizer, [*prompts, "a"])[0][:, :16])
+    with torch.inference_mode():
+        exact = encode_prefix_tree(tower, tokens)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            narrow = encode_prefix_tree(tower, tokens)
+    assert (narrow.float() - exact).abs().max().item() < 3e-2
+
+
 def test_chains_cover_every_node_once() -> None:
     import numpy as np
 

@@ -275,5 +275,6 @@ def _attend(
                 attn_mask=mask,
             )
             at = asking if out_pos is None else out_pos[asking]
-            out.index_copy_(0, at, result.transpose(1, 2).reshape(b * s, width))
+            # Under autocast (fp16 on CUDA) the attention may come back narrower than ``out``.
+            out.index_copy_(0, at, result.transpose(1, 2).reshape(b * s, width).to(out.dtype))
     return out
