@@ -51,6 +51,23 @@ CUSTOM_CAUSAL_CFG: dict[str, Any] = {
 }
 
 
+# A plain CLIP text tower with LayerScale and QuickGELU (the plain-tower gate accepts it).
+LAYER_SCALE_CFG: dict[str, Any] = {
+    "embed_dim": 16,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {
+        "context_length": 77,
+        "vocab_size": 49408,
+        "width": 32,
+        "heads": 2,
+        "layers": 3,
+        "mlp_ratio": 2.5,
+        "ls_init_value": 0.3,
+    },
+}
+
+
 @dataclass
 class Bundle:
     """An open_clip model with its tokenizer and inference preprocess."""

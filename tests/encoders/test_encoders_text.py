@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from enc_helpers import Bundle, build_from_cfg
+from enc_helpers import LAYER_SCALE_CFG, Bundle, build_from_cfg
 
 from zsindex.encoders import Encoder, MemoryTextEmbeddingCache, load_encoder, model_cache_stats
 from zsindex.errors import InvalidInputError
@@ -197,25 +197,7 @@ def test_prefix_tree_one_block_with_layer_scale_and_quick_gelu() -> None:
 
     from zsindex.encoders.text import encode_prompts, tokenize
 
-    cfg = {
-        "embed_dim": 16,
-        "quick_gelu": True,
-        "vision_cfg": {
-            "image_size": 32,
-            "layers": 1,
-            "width": 32,
-            "head_width": 16,
-            "patch_size": 16,
-        },
-        "text_cfg": {
-            "context_length": 77,
-            "vocab_size": 49408,
-            "width": 32,
-            "heads": 2,
-            "layers": 1,
-            "ls_init_value": 0.5,
-        },
-    }
+    cfg = {**LAYER_SCALE_CFG, "text_cfg": {**LAYER_SCALE_CFG["text_cfg"], "layers": 1}}
     bundle = build_from_cfg(cfg, seed=4)
     prompts = [f"a photo of a {x}." for x in ("dog", "dogfish", "cat", "great white shark")]
     tokens, _ = tokenize(bundle.tokenizer, [*prompts, "a", "a photo"])

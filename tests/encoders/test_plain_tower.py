@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from enc_helpers import TINY_CLIP_CFG, Bundle, build_from_cfg
+from enc_helpers import LAYER_SCALE_CFG, TINY_CLIP_CFG, Bundle, build_from_cfg
 
 from zsindex.encoders import load_encoder
 from zsindex.encoders.plain_tower import build_plain_tower, plain_text_config, read_plain_tower
@@ -24,21 +24,6 @@ PROMPTS = [
     "a",
     "x " * 90,  # truncated to the context
 ]
-
-LAYER_SCALE_CFG: dict[str, Any] = {
-    "embed_dim": 16,
-    "quick_gelu": True,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-    "text_cfg": {
-        "context_length": 77,
-        "vocab_size": 49408,
-        "width": 32,
-        "heads": 2,
-        "layers": 3,
-        "mlp_ratio": 2.5,
-        "ls_init_value": 0.3,
-    },
-}
 
 
 def _text_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

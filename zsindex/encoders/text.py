@@ -395,8 +395,9 @@ def encode_labels(
             _report_truncation(labels, bad_labels, count, int(tokens.shape[1]), strict)
             truncation.append((bad_labels, count))
 
-        if missing_keys and len(missing_keys) == len(key_ids):  # nothing cached (a new set)
-            # Every prompt is encoded: a worker encodes the first ones while the rest tokenize.
+        if missing_keys and len(missing_keys) == len(key_ids):
+            # Every prompt tokenized here is also encoded (a new set, or only the uncached labels
+            # were tokenized): a worker encodes the first ones while the rest tokenize.
             tokens, trunc, prompt_emb = runtime.tokenize_and_encode(
                 uniq, batch_size=batch_size, progress=progress, check=check
             )
