@@ -1,39 +1,34 @@
 """``Client``: one API for zsindex in process and over HTTP.
 
 ``Client.local()`` works on the configured store directly; ``Client(base_url, api_key=...)``
-talks to ``zsindex serve``. Both expose the same methods with the same return types, and errors
-arrive as the same :mod:`zsindex.errors` classes.
+talks to ``zsindex serve``. Both go through the one :class:`~zsindex.backend.Backend` interface,
+with the same methods, the same return types and the same :mod:`zsindex.errors` classes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zsindex.backend import Backend, ImageInput
 from zsindex.config import Settings
-from zsindex.results import ClassificationResult, LabelSetInfo
+from zsindex.errors import InvalidInputError
+from zsindex.options import (
+    Activation,
+    ClassifyOptions,
+    LabelNames,
+    LabelSource,
+    Mode,
+    OnError,
+)
+from zsindex.results import ClassificationResult, LabelSetInfo, LabelTree
 
 if TYPE_CHECKING:
-    pass
-
-ImageInput = "str | Path | bytes | Image.Image"
-
-
-class Backend(Protocol):
-    """What a client needs from its transport (in-process engine or HTTP)."""
-
-    def add_labelset(self, name: str, **options: Any) -> LabelSetInfo: ...
-    def import_labelset(self, name: str, **options: Any) -> LabelSetInfo: ...
-    def labelsets(self) -> list[LabelSetInfo]: ...
-    def labelset(self, name: str) -> LabelSetInfo: ...
-    def history(self, name: str) -> list[LabelSetInfo]: ...
-    def delete_labelset(self, name: str) -> None: ...
-    def embeddings(self, name: str) -> tuple[list[Any], np.ndarray]: ...
-    def classify(self, **options: Any) -> list[ClassificationResult]: ...
-    def close(self) -> None: ...
+    import httpx
 
 
 class Client:
@@ -43,15 +38,27 @@ class Client:
         base_url: URL of a running ``zsindex serve`` (e.g. ``http://127.0.0.1:8000``).
         api_key: key sent as ``Authorization: Bearer`` (needed for writes).
         timeout: seconds per HTTP request.
+        http: an ``httpx.Client`` to send requests with (its own base URL, transport, proxies
+            and timeouts are used as they are; ``api_key`` is still added to each request).
+        transport: an ``httpx`` transport for a client built here (e.g. ``httpx.MockTransport``
+            or ``httpx.HTTPTransport(retries=3)``).
 
     Use :meth:`local` for the in-process client.
     """
 
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 120.0):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        *,
+        http: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         from zsindex.remote import HttpBackend
 
-        self._backend: Backend = cast(
-            Backend, HttpBackend(base_url, api_key=api_key, timeout=timeout)
+        self._backend: Backend = HttpBackend(
+            base_url, api_key=api_key, timeout=timeout, http=http, transport=transport
         )
 
     @classmethod
@@ -70,12 +77,19 @@ class Client:
         base = base.with_overrides(
             database_url=database_url, device=device, home=Path(home) if home else None
         )
+        return cls.from_backend(LocalBackend(base))
+
+    @classmethod
+    def from_backend(cls, backend: Backend) -> Client:
+        """A client over any :class:`~zsindex.backend.Backend` (e.g. a configured
+        ``LocalBackend``)."""
         client = cls.__new__(cls)
-        client._backend = cast(Backend, LocalBackend(base))
+        client._backend = backend
         return client
 
     @property
     def backend(self) -> Backend:
+        """The backend this client talks to."""
         return self._backend
 
     # -- label sets ---------------------------------------------------------------------------
@@ -108,18 +122,16 @@ class Client:
             allow_duplicates: keep duplicate names (labels are identified by position).
             strict: prompts longer than the model's context are an error, not a warning.
         """
-        return self._backend.add_labelset(
-            name,
+        source = LabelSource(
             labels=labels,
-            templates=templates,
             parents=parents,
-            model=model,
-            pretrained=pretrained,
             plugin=plugin,
             content=content,
             format=format,
             allow_duplicates=allow_duplicates,
-            strict=strict,
+        ).check()
+        return self._backend.add_labelset(
+            name, source, templates=templates, model=model, pretrained=pretrained, strict=strict
         )
 
     def import_labelset(
@@ -128,18 +140,23 @@ class Client:
         embeddings: np.ndarray,
         names: Sequence[str],
         *,
-        parents: Sequence[str | None] | None = None,
+        parents: Sequence[str | int | None] | None = None,
         model: str | None = None,
         pretrained: str | None = None,
     ) -> LabelSetInfo:
-        """Register precomputed label embeddings (``[N, dim]`` or ``[dim, N]``)."""
+        """Register precomputed label embeddings (``[N, dim]`` or ``[dim, N]``).
+
+        Args:
+            names: one name per row.
+            parents: per row, the parent's name or row index (``None`` for a root): a tree.
+        """
+        if isinstance(names, str) or not isinstance(names, Sequence):
+            raise InvalidInputError("names must be a list of strings, one per embedding row")
+        label_names = LabelNames(
+            names=list(names), parents=list(parents) if parents is not None else None
+        ).check()
         return self._backend.import_labelset(
-            name,
-            embeddings=embeddings,
-            names=list(names),
-            parents=list(parents) if parents is not None else None,
-            model=model,
-            pretrained=pretrained,
+            name, embeddings, label_names, model=model, pretrained=pretrained
         )
 
     def labelsets(self) -> list[LabelSetInfo]:
@@ -158,29 +175,37 @@ class Client:
         """Delete a label set and all its versions."""
         self._backend.delete_labelset(name)
 
-    def embeddings(self, name: str) -> tuple[list[Any], np.ndarray]:
+    def embeddings(self, name: str) -> tuple[list[str], np.ndarray]:
         """(names, float32 matrix ``[num_labels, dim]``) in registration order; for trees every
-        node, with each node's own name."""
+        node, internal ones included, each with its own name (see :meth:`tree`)."""
         return self._backend.embeddings(name)
+
+    def tree(self, name: str) -> LabelTree:
+        """The label set's structure, row for row with :meth:`embeddings`: parents as row
+        indices (``-1`` for roots), depths and ranks."""
+        return self._backend.tree(name)
 
     # -- classification -----------------------------------------------------------------------
 
     def classify(
         self,
-        images: Sequence[Any] | None = None,
+        images: Sequence[ImageInput] | None = None,
         *,
         labelset: str,
         embeddings: np.ndarray | None = None,
         k: int = 5,
-        mode: str = "flat",
+        mode: Mode = "flat",
         rank: str | int | None = None,
         beam: int | None = None,
         within: str | None = None,
         min_confidence: float | None = None,
-        activation: str = "softmax",
+        activation: Activation = "softmax",
+        fast_decode: bool | None = None,
+        options: ClassifyOptions | None = None,
+        on_error: OnError = "raise",
     ) -> list[ClassificationResult]:
-        """Classify images (paths, bytes or PIL images) or precomputed L2-normalised image
-        embeddings against the current version of ``labelset``.
+        """Classify images (paths, bytes, binary files or PIL images) or precomputed
+        L2-normalised image embeddings against the current version of ``labelset``.
 
         Args:
             k: predictions per image.
@@ -191,25 +216,40 @@ class Client:
             min_confidence: in hierarchical modes, stop at the deepest node with at least this
                 probability.
             activation: ``softmax`` (single label) or ``sigmoid`` (multi-label, SigLIP-style).
+            fast_decode: JPEG draft-mode decoding (faster, not bit-exact); ``None``: the
+                ``ZSINDEX_FAST_DECODE`` setting.
+            options: all of the above as one object (then the keyword options are ignored).
+            on_error: ``raise`` the first image error, or ``report`` it in that image's result
+                (``result.error``) and go on.
         """
         if (images is None) == (embeddings is None):
-            from zsindex.errors import InvalidInputError
-
             raise InvalidInputError("give either images or embeddings, not both or neither")
+        if images is not None and (isinstance(images, str | bytes) or not _is_sequence(images)):
+            raise InvalidInputError("images must be a list (of paths, bytes, files or PIL images)")
+        if options is None:
+            options = ClassifyOptions(
+                k=k,
+                mode=mode,
+                rank=rank,
+                beam=beam,
+                within=within,
+                min_confidence=min_confidence,
+                activation=activation,
+                fast_decode=fast_decode,
+            )
+        options = replace(options).check()
+        if on_error not in ("raise", "report"):
+            raise InvalidInputError(f"on_error must be 'raise' or 'report', got {on_error!r}")
         return self._backend.classify(
+            labelset,
             images=list(images) if images is not None else None,
             embeddings=embeddings,
-            labelset=labelset,
-            k=k,
-            mode=mode,
-            rank=rank,
-            beam=beam,
-            within=within,
-            min_confidence=min_confidence,
-            activation=activation,
+            options=options,
+            on_error=on_error,
         )
 
     def close(self) -> None:
+        """Release the backend's connections and loaded models."""
         self._backend.close()
 
     def __enter__(self) -> Client:
@@ -217,3 +257,10 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, Sequence) or hasattr(value, "__iter__")
+
+
+__all__ = ["Client"]

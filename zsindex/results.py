@@ -40,6 +40,7 @@ class ClassificationResult:
     path: list[PathStep] | None = None
     exact_probabilities: bool = True
     error: str | None = None
+    error_code: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -54,6 +55,7 @@ class ClassificationResult:
             out["exact_probabilities"] = False
         if self.error is not None:
             out["error"] = self.error
+            out["error_code"] = self.error_code
         return out
 
     @classmethod
@@ -67,6 +69,7 @@ class ClassificationResult:
             path=[PathStep(**s) for s in path] if path is not None else None,
             exact_probabilities=bool(data.get("exact_probabilities", True)),
             error=data.get("error"),
+            error_code=data.get("error_code"),
         )
 
 
@@ -113,3 +116,49 @@ class LabelSetInfo:
     def from_dict(cls, data: dict[str, Any]) -> LabelSetInfo:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class LabelTree:
+    """The structure of a label-set version, row for row with :meth:`Client.embeddings`.
+
+    Attributes:
+        names: each node's own name.
+        parents: each node's parent as a row index, ``-1`` for a root (all ``-1``: a flat set).
+        depths: 1 for roots, 2 for their children, ...
+        ranks: each node's rank name, or ``None``.
+        rank_names: rank names by depth (``rank_names[0]`` names depth 1), possibly empty.
+    """
+
+    names: list[str]
+    parents: list[int]
+    depths: list[int]
+    ranks: list[str | None]
+    rank_names: list[str] = field(default_factory=list)
+
+    @property
+    def is_tree(self) -> bool:
+        """Whether any node has a parent."""
+        return any(p >= 0 for p in self.parents)
+
+    def children(self, row: int) -> list[int]:
+        """Rows whose parent is ``row``."""
+        return [i for i, p in enumerate(self.parents) if p == row]
+
+    def leaves(self) -> list[int]:
+        """Rows without children, in row order (every row of a flat set)."""
+        has_child = set(self.parents)
+        return [i for i in range(len(self.names)) if i not in has_child]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LabelTree:
+        return cls(
+            names=list(data["names"]),
+            parents=[int(p) for p in data["parents"]],
+            depths=[int(d) for d in data["depths"]],
+            ranks=list(data["ranks"]),
+            rank_names=list(data.get("rank_names", [])),
+        )

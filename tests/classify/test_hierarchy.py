@@ -52,7 +52,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, random_model: str) -> tuple[
     parent_names = [p for _, p in NODES]
     client.import_labelset("t", emb, names, parents=parent_names, model=random_model)
     stored_names, stored = client.embeddings("t")
-    assert [d["name"] for d in stored_names] == names
+    assert stored_names == names
     return client, stored
 
 

@@ -70,8 +70,11 @@ def test_tree_modes_and_embeddings_order(client: Client, random_model: str) -> N
     parents = {"red circle": "circle", "blue circle": "circle", "red square": "square"}
     client.add_labelset("tree", labels, parents=parents, model=random_model)
     names, matrix = client.embeddings("tree")
-    assert [n["name"] for n in names] == labels  # registration order, internal nodes included
-    assert names[0] == {"name": "red circle", "parent": "circle"}
+    assert names == labels  # registration order, internal nodes included, own names only
+    tree = client.tree("tree")
+    assert tree.names == labels
+    assert tree.parents == [3, 3, 4, -1, -1]  # row indices, -1 for roots
+    assert tree.depths == [2, 2, 2, 1, 1] and tree.is_tree
     assert matrix.shape == (5, 64) and matrix.dtype == np.float32
     emb = matrix[[0]]  # a query equal to "red circle"'s own text embedding
     for mode in ("flat", "beam", "marginal", "chils"):

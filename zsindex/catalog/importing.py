@@ -24,18 +24,18 @@ INTERNAL_TEMPLATES = ("a photo of a {}.",)
 IMPORT_BLOCK = 65_536
 
 
-def read_npy(path: Path) -> np.ndarray:
-    """Memory-map a ``.npy`` file of float16/float32 (pickles are never loaded)."""
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InvalidInputError(f"{path}: not a readable .npy array ({exc})") from exc
-    if not isinstance(arr, np.ndarray) or arr.ndim != 2:
+def check_matrix(matrix: object, source: str) -> np.ndarray:
+    """A 2-D float matrix of embeddings: float16 stays float16 (an imported fp16 array is stored
+    as fp16), float32 as is, float64 is taken as float32; anything else is an error."""
+    arr = matrix if isinstance(matrix, np.ndarray) else np.asarray(matrix)
+    if arr.ndim != 2 or 0 in arr.shape:
         raise InvalidInputError(
-            f"{path}: expected a 2-D array, got shape {getattr(arr, 'shape', '?')}"
+            f"{source}: embeddings must be a 2-D matrix [rows, dim], got shape {list(arr.shape)}"
         )
     if arr.dtype not in (np.float16, np.float32, np.float64):
-        raise InvalidInputError(f"{path}: dtype {arr.dtype} is not float16/float32")
+        raise InvalidInputError(
+            f"{source}: embeddings of dtype {arr.dtype} are not float16, float32 or float64"
+        )
     return arr
 
 

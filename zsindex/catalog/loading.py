@@ -8,7 +8,9 @@ or corrupt file is detected before use and rebuilt from SQL, the source of truth
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +19,9 @@ from zsindex.classify.tree import Tree
 from zsindex.config import Settings
 from zsindex.store.records import VersionRecord
 from zsindex.store.repository import Store
+
+if TYPE_CHECKING:
+    from zsindex.index.types import SearchIndex
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +39,24 @@ def _cache_key(record: VersionRecord) -> str:
 
 
 def load_current(store: Store, name: str, settings: Settings) -> LoadedLabelSet:
-    """Load ``name``'s current version (cache first, else SQL and then fill the cache)."""
+    """Load ``name``'s current version (cache first, else SQL and then fill the cache), served
+    by the index that the device and the index setting choose."""
+    loaded = _load_exact(store, name, settings)
+    return replace(loaded, index=serving_index(loaded.index, settings))
+
+
+def serving_index(exact: SearchIndex, settings: Settings) -> SearchIndex:
+    """The index that serves a loaded matrix: exact on CPU, on the GPU where the device allows,
+    approximate only when ``ZSINDEX_INDEX`` asks (see :func:`zsindex.index.choose_index`)."""
+    from zsindex.index.choice import choose_index
+
+    if settings.index == "exact" and settings.device == "cpu":
+        return exact  # the loaded CPU index itself: nothing to build
+    matrix = exact.matrix  # type: ignore[attr-defined]  # every loaded exact index has one
+    return choose_index(matrix, device=settings.device, spec=settings.index)
+
+
+def _load_exact(store: Store, name: str, settings: Settings) -> LoadedLabelSet:
     from zsindex.index import IndexCache
 
     record = store.current(name)

@@ -2,52 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from zsindex.classify import hierarchy
 from zsindex.classify.loaded import LoadedLabelSet
 from zsindex.classify.tree import Tree, find_node
 from zsindex.errors import InvalidInputError
+from zsindex.options import DEFAULT_BEAM, ClassifyOptions
 from zsindex.results import ClassificationResult, PathStep, Prediction
-
-MODES = ("flat", "beam", "marginal", "chils")
-ACTIVATIONS = ("softmax", "sigmoid")
-DEFAULT_BEAM = 8
-
-
-@dataclass(frozen=True)
-class ClassifyOptions:
-    """Options of one classification call (validated by :meth:`check`)."""
-
-    k: int = 5
-    mode: str = "flat"
-    rank: str | int | None = None
-    beam: int | None = None
-    within: str | None = None
-    min_confidence: float | None = None
-    activation: str = "softmax"
-
-    def check(self) -> ClassifyOptions:
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= 10_000:
-            raise InvalidInputError(f"k must be an integer from 1 to 10000, got {self.k!r}")
-        if self.mode not in MODES:
-            raise InvalidInputError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
-        if self.activation not in ACTIVATIONS:
-            raise InvalidInputError(
-                f"activation {self.activation!r} is not one of {', '.join(ACTIVATIONS)}"
-            )
-        if self.beam is not None and (not isinstance(self.beam, int) or self.beam < 1):
-            raise InvalidInputError(f"beam must be a positive integer, got {self.beam!r}")
-        if self.min_confidence is not None and not 0.0 <= float(self.min_confidence) <= 1.0:
-            raise InvalidInputError(
-                f"min_confidence must be within [0, 1], got {self.min_confidence!r}"
-            )
-        if self.activation == "sigmoid" and self.mode != "flat":
-            raise InvalidInputError("sigmoid probabilities apply to flat mode only")
-        return self
-
 
 def check_embeddings(emb: np.ndarray, dim: int) -> np.ndarray:
     """float32 ``[Q, dim]`` unit rows from user-given embeddings (clear errors otherwise)."""
@@ -155,7 +117,7 @@ def _flat(
         opts.k,
         logit_scale=loaded.logit_scale,
         logit_bias=loaded.logit_bias,
-        mode=opts.activation,  # type: ignore[arg-type]
+        mode=opts.activation,
         subset=subset,
     )
     out = []

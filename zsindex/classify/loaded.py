@@ -72,6 +72,21 @@ class LoadedLabelSet:
         bias = self.record.model.logit_bias
         return float(bias) if bias is not None else 0.0
 
+    @property
+    def index_backend(self) -> str:
+        """What serves this label set's search (``numpy-blocked``, ``faiss-gpu-flat`` …)."""
+        return str(getattr(self.index, "backend", type(self.index).__name__))
+
+    @property
+    def index_device(self) -> str:
+        """Where the search runs (``cpu`` or ``cuda:N``)."""
+        return str(getattr(self.index, "device", "cpu"))
+
+    @property
+    def index_exact(self) -> bool:
+        """Whether the index finds the exact top k (approximate indexes only when asked)."""
+        return bool(self.index.spec.is_exact)
+
     @cached_property
     def leaf_ids(self) -> np.ndarray | None:
         """Row ids of the leaves (``None`` for a flat set: every row)."""

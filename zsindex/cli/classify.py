@@ -7,20 +7,17 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import cast
 
 import click
 
 from zsindex.cli.context import CliState
 from zsindex.cli.output import info, print_json, print_table
-from zsindex.errors import ImageError, InvalidInputError
+from zsindex.errors import InvalidInputError
+from zsindex.options import MODES, ClassifyOptions, Mode, OnError
 from zsindex.results import ClassificationResult
 
-if TYPE_CHECKING:
-    from zsindex.local import LocalBackend
-
 BATCH = 32
-MODES = ("flat", "beam", "marginal", "chils")
 
 
 def iter_image_paths(paths: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
@@ -95,24 +92,6 @@ class _Writer:
             click.echo("\n]" if self.count else "]")
 
 
-def _check_all(
-    backend: LocalBackend, items: list[tuple[str, Path]]
-) -> tuple[list[tuple[str, Path]], int]:
-    """Validate every file's format and size before any model loads."""
-    good: list[tuple[str, Path]] = []
-    failed = 0
-    for name, path in items:
-        try:
-            backend.check_image(path, name)
-            good.append((name, path))
-        except ImageError as exc:
-            if len(items) == 1:
-                raise
-            failed += 1
-            info(f"skipped {exc.message}")
-    return good, failed
-
-
 @click.command("classify")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--labels", "labelset", required=True, help="Label set to classify against.")
@@ -135,6 +114,12 @@ def _check_all(
 @click.option(
     "--sigmoid", is_flag=True, help="Multi-label sigmoid probabilities instead of softmax."
 )
+@click.option(
+    "--fast-decode/--exact-decode",
+    default=None,
+    help="Decode JPEGs at a reduced scale (faster, not bit-exact; default: ZSINDEX_FAST_DECODE, "
+    "off).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV rows.")
 @click.pass_obj
@@ -149,34 +134,43 @@ def classify(
     within: str | None,
     min_confidence: float | None,
     sigmoid: bool,
+    fast_decode: bool | None,
     as_json: bool,
     as_csv: bool,
 ) -> None:
     """Classify image files or folders (recursive) against label set LABELS."""
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    backend = state.local()
+    options = ClassifyOptions(
+        k=k,
+        mode=cast(Mode, mode),
+        rank=rank,
+        beam=beam,
+        within=within,
+        min_confidence=min_confidence,
+        activation="sigmoid" if sigmoid else "softmax",
+        fast_decode=fast_decode,
+    ).check()
+    backend = state.client().backend
     items = list(iter_image_paths(paths))
     if not items:
         raise InvalidInputError("no image files found in " + ", ".join(paths))
-    good, failed = _check_all(backend, items)
+    # One file: its error is the command's error; several: each is reported and the run goes on.
+    on_error: OnError = "raise" if len(items) == 1 else "report"
     writer = _Writer("json" if as_json else "csv" if as_csv else "table")
-    show_progress = len(good) > BATCH and sys.stderr.isatty()
+    failed = 0
+    show_progress = len(items) > BATCH and sys.stderr.isatty()
     with click.progressbar(
-        length=len(good), label="classifying", file=sys.stderr, hidden=not show_progress
+        length=len(items), label="classifying", file=sys.stderr, hidden=not show_progress
     ) as bar:
-        for start in range(0, len(good), BATCH):
-            batch = good[start : start + BATCH]
-            for result in backend.classify_files(
-                batch,
-                labelset=labelset,
-                k=k,
-                mode=mode,
-                rank=rank,
-                beam=beam,
-                within=within,
-                min_confidence=min_confidence,
-                activation="sigmoid" if sigmoid else "softmax",
+        for start in range(0, len(items), BATCH):
+            batch = items[start : start + BATCH]
+            for result in backend.classify(
+                labelset,
+                images=[path for _, path in batch],
+                image_names=[name for name, _ in batch],
+                options=options,
+                on_error=on_error,
             ):
                 if result.error is not None:
                     failed += 1
@@ -199,9 +193,9 @@ def classify(
 @click.pass_obj
 def eval_command(state: CliState, directory: Path, labelset: str, as_json: bool) -> None:
     """Zero-shot accuracy on DIRECTORY in ImageFolder layout (one sub-folder per class)."""
-    from zsindex.classify.evaluate import evaluate_folder
+    from zsindex.evaluate import evaluate_folder
 
-    report = evaluate_folder(state.local(), directory, labelset)
+    report = evaluate_folder(state.client(), directory, labelset)
     if as_json:
         print_json(report)
         return
@@ -210,6 +204,11 @@ def eval_command(state: CliState, directory: Path, labelset: str, as_json: bool)
         f"top-5: {report['top5']:.4f}   mean per-class recall: "
         f"{report['mean_per_class_recall']:.4f}"
     )
+    if report["errors"]:
+        info(
+            f"{report['errors']} file(s) could not be classified and are not counted, e.g. "
+            + report["error_samples"][0]
+        )
     if report["confusions"]:
         click.echo("most frequent confusions:")
         print_table(

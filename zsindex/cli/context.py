@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from zsindex.config import Settings
 
 if TYPE_CHECKING:
+    from zsindex.catalog.registration import Progress
     from zsindex.client import Client
-    from zsindex.local import LocalBackend
 
 
 @dataclass
@@ -22,22 +22,21 @@ class CliState:
     def settings(self) -> Settings:
         return Settings.from_env()
 
-    def client(self) -> Client:
-        """The in-process client over the configured store (opened on first use)."""
+    def client(self, *, text_worker: bool = False, progress: Progress | None = None) -> Client:
+        """The in-process client over the configured store (built on first use; a command that
+        registers labels asks for the text worker and a progress bar then)."""
         if self._client is None:
             from zsindex.client import Client
+            from zsindex.local import LocalBackend
 
-            self._client = Client.local(settings=self.settings)
+            backend = LocalBackend(self.settings, text_worker=text_worker, progress=progress)
+            self._client = Client.from_backend(backend)
         return self._client
 
-    def local(self) -> LocalBackend:
-        """The in-process engine behind :meth:`client` (CLI-only extras: files, progress)."""
-        from zsindex.local import LocalBackend
-
-        backend = self.client().backend
-        if not isinstance(backend, LocalBackend):  # pragma: no cover - the CLI is always local
-            raise TypeError("the CLI runs in process")
-        return backend
+    def own(self, client: Client) -> None:
+        """Use ``client`` for this command (closed with the state)."""
+        self.close()
+        self._client = client
 
     def close(self) -> None:
         """Close the store (if a command opened it)."""

@@ -34,22 +34,21 @@ def demo(state: CliState) -> None:
 
     Uses the shipped zsindex-tiny model, fully offline; running it again reuses its label sets.
     """
+    from dataclasses import replace
+
     import numpy as np
 
-    from zsindex.synthetic import render_shape
+    from zsindex.client import Client
+    from zsindex.demo import render_shape
+    from zsindex.local import LocalBackend
 
     settings = state.settings
-    backend = state.local()
-    from zsindex.labels import builtin
-
-    # The built-in specs directly: the demo works whatever ZSINDEX_PLUGINS allows.
-    specs = {
-        "shapes": builtin.shapes(),
-        "colors": builtin.colors(),
-        "shape-tree": builtin.shape_tree(),
-    }
+    # Every plugin allowed: the demo's label sets are zsindex's own built-ins, so the demo works
+    # whatever ZSINDEX_PLUGINS allows for third-party plugins.
+    client = Client.from_backend(LocalBackend(replace(settings, plugins=None)))
+    state.own(client)
     for name in DEMO_SETS:
-        result = backend.add_labelset(name, spec=specs[name], model="zsindex-tiny")
+        result = client.add_labelset(name, plugin=name, model="zsindex-tiny")
         info(f"label set {name}: version {result.version}, {result.num_labels} labels")
     folder = settings.home / "demo-images"
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,8 +60,11 @@ def demo(state: CliState) -> None:
         files.append((path.name, path))
     info(f"rendered {len(files)} sample images in {folder}")
     by_set = {
-        name: backend.classify_files(
-            files, labelset=name, k=3, mode="beam" if name == "shape-tree" else "flat"
+        name: client.classify(
+            [path for _, path in files],
+            labelset=name,
+            k=3,
+            mode="beam" if name == "shape-tree" else "flat",
         )
         for name in DEMO_SETS
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -67,28 +68,30 @@ def add(
     as_json: bool,
 ) -> None:
     """Register label set NAME (a new version if it exists) from exactly one source."""
+    from zsindex.cli.files import inline_labels, label_file, templates_option
+    from zsindex.options import LabelSource
+
     sources = [s for s in (file_, inline, plugin) if s is not None]
     if len(sources) != 1:
         raise click.UsageError("give exactly one of --file, --labels or --plugin")
-    backend = state.local()
+    if file_ is not None:
+        source = label_file(
+            file_,
+            format_,
+            node_text="path" if node_text == "path" else "name",
+            allow_duplicates=allow_duplicates,
+        )
+    elif inline is not None:
+        source = inline_labels(inline, allow_duplicates=allow_duplicates)
+    else:
+        source = LabelSource(plugin=plugin, allow_duplicates=allow_duplicates)
+    chosen = templates_option(templates)
     bar = EmbeddingProgress()
     try:
-        result = backend.add_labelset(
-            name,
-            file=file_,
-            inline=inline,
-            plugin=plugin,
-            format=format_,
-            templates=templates,
-            model=model,
-            pretrained=pretrained,
-            node_text=node_text,
-            allow_duplicates=allow_duplicates,
-            strict=strict,
-            progress=bar,
-            template_files=True,
-            # A one-shot command: load the model in a child process while this one parses.
-            text_worker=True,
+        # A one-shot command: the model loads in a child process while this one parses.
+        client = state.client(text_worker=True, progress=bar)
+        result = client.backend.add_labelset(
+            name, source, templates=chosen, model=model, pretrained=pretrained, strict=strict
         )
     finally:
         bar.close()
@@ -139,11 +142,14 @@ def import_(
     as_json: bool,
 ) -> None:
     """Register precomputed label embeddings as label set NAME."""
-    backend = state.local()
-    result = backend.import_files(
+    from zsindex.cli.files import names_file, read_npy
+
+    names = names_file(names_path)
+    matrix = read_npy(embeddings_path)
+    result = state.client().backend.import_labelset(
         name,
-        embeddings_path=embeddings_path,
-        names_path=names_path,
+        matrix,
+        names,
         model=model,
         pretrained=pretrained,
         embed_internal=embed_internal,
@@ -230,10 +236,20 @@ def export(state: CliState, name: str, directory: Path) -> None:
     """Write DIRECTORY/embeddings.npy and DIRECTORY/names.json (readable by `labels import`)."""
     import numpy as np
 
-    names, matrix = state.client().embeddings(name)
+    client = state.client()
+    names, matrix = client.embeddings(name)
+    tree = client.tree(name)
     directory.mkdir(parents=True, exist_ok=True)
     np.save(directory / "embeddings.npy", matrix)
-    (directory / "names.json").write_text(json.dumps(names, ensure_ascii=False), encoding="utf-8")
+    listing: list[object] = list(names)
+    if tree.is_tree:
+        # A parent is named, or given by its row index where its name is not unique.
+        counts = Counter(names)
+        listing = [
+            {"name": n, "parent": None if p < 0 else names[p] if counts[names[p]] == 1 else p}
+            for n, p in zip(names, tree.parents, strict=True)
+        ]
+    (directory / "names.json").write_text(json.dumps(listing, ensure_ascii=False), encoding="utf-8")
     info(f"exported {len(names)} labels of {name} to {directory}")
 
 

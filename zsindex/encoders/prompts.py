@@ -47,10 +47,10 @@ def validate_templates(templates: Sequence[str]) -> tuple[str, ...]:
 
 
 def _format(template: str, label: str) -> str:
+    # Both placeholders at once, as labels.templates.fill_template does: a textual "{c}" test
+    # would take the escaped literal "{{c}}" for a placeholder.
     try:
-        if "{c}" in template:
-            return template.format(c=label)
-        return template.format(label)
+        return template.format(label, c=label)
     except (IndexError, KeyError, ValueError) as exc:
         raise InvalidInputError(
             f"template {template!r} does not format: use one {{}} or {{c}} placeholder "

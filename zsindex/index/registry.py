@@ -15,25 +15,25 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from zsindex.index.types import SearchIndex
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Entry:
+class Entry(Generic[T]):
     """An immutable (version, index) pair.
 
     Attributes:
         name: label-set name.
         version: the label-set version the index was built from (int id or digest string).
-        index: the loaded index.
+        index: the loaded value (a search index, or a whole loaded label set).
         info: anything else that belongs to this version (label names, logit scale …).
     """
 
     name: str
     version: Hashable
-    index: SearchIndex
+    index: T
     info: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -41,20 +41,21 @@ def _older(new: Hashable, old: Hashable) -> bool:
     return isinstance(new, int) and isinstance(old, int) and new < old
 
 
-class IndexRegistry:
-    """Thread-safe map of label-set name to its current :class:`Entry`."""
+class IndexRegistry(Generic[T]):
+    """Thread-safe map of label-set name to its current :class:`Entry` (``IndexRegistry()``
+    holds search indexes; ``IndexRegistry[LoadedLabelSet]()`` whole loaded label sets)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[str, Entry] = {}
+        self._entries: dict[str, Entry[T]] = {}
         self._loading: dict[str, threading.Lock] = {}
 
-    def get(self, name: str) -> Entry | None:
+    def get(self, name: str) -> Entry[T] | None:
         """The current entry for ``name`` (hold it for the whole request), or ``None``."""
         with self._lock:
             return self._entries.get(name)
 
-    def install(self, entry: Entry) -> Entry:
+    def install(self, entry: Entry[T]) -> Entry[T]:
         """Make ``entry`` current for its name, unless a newer int version is held.
 
         Returns:
@@ -67,12 +68,12 @@ class IndexRegistry:
         return entry
 
     def swap(
-        self, name: str, version: Hashable, index: SearchIndex, info: dict[str, Any] | None = None
-    ) -> Entry:
+        self, name: str, version: Hashable, index: T, info: dict[str, Any] | None = None
+    ) -> Entry[T]:
         """Install a new (version, index) for ``name``; see :meth:`install`."""
         return self.install(Entry(name, version, index, dict(info or {})))
 
-    def remove(self, name: str) -> Entry | None:
+    def remove(self, name: str) -> Entry[T] | None:
         """Forget ``name`` (e.g. its label set was deleted); return what was held."""
         with self._lock:
             return self._entries.pop(name, None)
@@ -91,8 +92,8 @@ class IndexRegistry:
         self,
         name: str,
         version: Hashable,
-        loader: Callable[[], SearchIndex | tuple[SearchIndex, dict[str, Any]]],
-    ) -> Entry:
+        loader: Callable[[], T | tuple[T, dict[str, Any]]],
+    ) -> Entry[T]:
         """The entry for ``name`` at ``version``, loading it at most once across threads.
 
         Args:
@@ -112,5 +113,22 @@ class IndexRegistry:
             if held is not None and held.version == version:
                 return held
             loaded = loader()
-            index, info = loaded if isinstance(loaded, tuple) else (loaded, {})
-            return self.install(Entry(name, version, index, dict(info)))
+            if isinstance(loaded, tuple):
+                value, info = loaded
+            else:
+                value, info = loaded, {}
+            return self.install(Entry(name, version, value, dict(info)))
+
+    def items(self) -> list[Entry[T]]:
+        """Every entry held."""
+        with self._lock:
+            return list(self._entries.values())
+
+    def remove_if(self, name: str, version: Hashable) -> bool:
+        """Forget ``name`` if it is still held at ``version`` (a refresh that saw it change)."""
+        with self._lock:
+            held = self._entries.get(name)
+            if held is None or held.version != version:
+                return False
+            del self._entries[name]
+            return True

@@ -254,6 +254,15 @@ def parse_names_text(
     return NamesSpec(spec=spec, row_nodes=rows, kind=kind)
 
 
+def detect_names_format(name: str, content: str) -> str:
+    """``.json``/``.csv`` by the name's extension, else JSON when the content starts with
+    ``[``, else text."""
+    suffix = Path(name).suffix.lower()
+    if suffix in (".json", ".csv"):
+        return suffix[1:]
+    return "json" if content.lstrip("\ufeff \t\r\n")[:1] == "[" else "text"
+
+
 def parse_names_file(
     path: str | Path,
     format: str | None = None,
@@ -278,12 +287,7 @@ def parse_names_file(
     """
     path = Path(path)
     content = read_text_file(path)
-    if format is None:
-        suffix = path.suffix.lower()
-        if suffix in (".json", ".csv"):
-            format = suffix[1:]
-        else:
-            format = "json" if content.lstrip("\ufeff \t\r\n")[:1] == "[" else "text"
+    format = format or detect_names_format(str(path), content)
     return parse_names_text(
         content, format, str(path), allow_duplicates=allow_duplicates, limits=limits
     )

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from zsindex.errors import (
+    ImageError,
     InvalidInputError,
     OverloadedError,
     PayloadTooLargeError,
@@ -173,12 +174,13 @@ async def _parse(request: Request, state: ServiceState) -> tuple[ClassifyOptions
             "POST /v1/classify takes multipart/form-data or application/json, not "
             f"{content_type or 'an unspecified content type'}"
         )
+    opts = options.to_options().with_defaults(fast_decode=state.settings.fast_decode)
     if embeddings is not None:
         names = [str(i) for i in range(embeddings.shape[0])]
         job = Job(
             loaded=await state.resolve(options.labelset),
             image_names=names,
-            options=options.backend_options(),
+            options=opts,
             embeddings=embeddings,
         )
         return options, job
@@ -186,43 +188,49 @@ async def _parse(request: Request, state: ServiceState) -> tuple[ClassifyOptions
         len(raw), limits.max_images_per_request, "images", "ZSINDEX_MAX_IMAGES_PER_REQUEST"
     )
     loaded = await state.resolve(options.labelset)
-    # Each image becomes the model's input right after it is decoded, so a request holds one
-    # full-size decoded image at a time, not all of them (64 images of 64 M pixels would be
-    # ~12 GB).
-    preprocess = await state.image_preprocess(loaded)
+    await state.ready_model(loaded)
+    fast = bool(opts.fast_decode)
+    report = options.on_error == "report"
+    errors: dict[int, ImageError] = {}
 
-    def prepare(data: bytes, name: str, inline: bool = False) -> Any:
-        image = state.load_image(data, name, inline=inline)
-        if image is None or preprocess is None:
-            return image
+    # Each image becomes the model's input right after it is decoded (the pipeline's prepare
+    # stage), so a request holds one full-size decoded image at a time, not all of them (64
+    # images of 64 M pixels would be ~12 GB).
+    def prepare(i: int, inline: bool = False) -> Any:
+        data, name = raw[i]
         try:
-            return preprocess(image)
-        finally:
-            image.close()
+            return state.prepare(loaded, data, name, fast_decode=fast, inline=inline)
+        except ImageError as exc:
+            if not report:
+                raise
+            errors[i] = exc
+            return _FAILED
 
     if sum(len(data) for data, _ in raw) <= INLINE_DECODE_BYTES:
         # Small uploads (the common case) decode on the event loop: cheaper than a thread hop.
         # Their header is checked first, so a small file that claims many pixels still goes
         # to a thread (or is refused) instead of blocking the loop.
-        images = [prepare(data, name, inline=True) for data, name in raw]
+        inputs = [prepare(i, inline=True) for i in range(len(raw))]
     else:
-        images = [None] * len(raw)
-    if any(img is None for img in images):
+        inputs = [None] * len(raw)
+    if any(x is None for x in inputs):
         # Only the images left for a worker thread (too large to decode on the loop).
-        done = images
-        images = await asyncio.to_thread(
-            lambda: [
-                img if img is not None else prepare(data, name)
-                for img, (data, name) in zip(done, raw, strict=True)
-            ]
+        done = inputs
+        inputs = await asyncio.to_thread(
+            lambda: [x if x is not None else prepare(i) for i, x in enumerate(done)]
         )
     job = Job(
         loaded=loaded,
         image_names=[name for _, name in raw],
-        options=options.backend_options(),
-        images=images,
+        options=opts,
+        images=[x for i, x in enumerate(inputs) if i not in errors],
+        errors=errors,
     )
     return options, job
+
+
+_FAILED = object()
+"""Stands for an image that could not be prepared (``on_error="report"``)."""
 
 
 def build_router(state: ServiceState) -> APIRouter:

@@ -23,6 +23,7 @@ from zsindex.service.schemas import (
     EmbeddingsOut,
     LabelSetCreate,
     LabelSetDetail,
+    LabelTreeOut,
 )
 from zsindex.service.state import ServiceState, json_response
 
@@ -37,18 +38,21 @@ def encode_matrix(matrix: np.ndarray) -> tuple[list[int], str]:
     return list(arr.shape), base64.b64encode(arr.tobytes()).decode("ascii")
 
 
-def decode_matrix(shape: list[int], data: str) -> np.ndarray:
-    """Inverse of :func:`encode_matrix`; raises InvalidInputError on a size mismatch."""
+def decode_matrix(shape: list[int], data: str, dtype: str = "float32") -> np.ndarray:
+    """Inverse of :func:`encode_matrix` (float16 too); InvalidInputError on a size mismatch."""
     try:
         raw = base64.b64decode("".join(data.split()), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInputError("data is not valid base64") from None
     rows, cols = shape
-    if len(raw) != rows * cols * 4:
+    wire = np.dtype("<f2") if dtype == "float16" else np.dtype("<f4")
+    if len(raw) != rows * cols * wire.itemsize:
         raise InvalidInputError(
-            f"data holds {len(raw)} bytes; shape {rows}x{cols} float32 needs {rows * cols * 4}"
+            f"data holds {len(raw)} bytes; shape {rows}x{cols} {dtype} needs "
+            f"{rows * cols * wire.itemsize}"
         )
-    return np.frombuffer(raw, dtype="<f4").reshape(rows, cols).astype(np.float32)
+    native = np.float16 if dtype == "float16" else np.float32
+    return np.frombuffer(raw, dtype=wire).reshape(rows, cols).astype(native)
 
 
 def build_router(state: ServiceState) -> APIRouter:
@@ -84,9 +88,16 @@ def build_router(state: ServiceState) -> APIRouter:
         dependencies=[scheme, write],
     )
     async def create_labelset(body: LabelSetCreate) -> Response:
-        options = body.backend_options()
+        source = body.to_source()
         info = await asyncio.to_thread(
-            write_then_refresh, backend.add_labelset, body.name, **options
+            write_then_refresh,
+            backend.add_labelset,
+            body.name,
+            source,
+            templates=body.templates,
+            model=body.model,
+            pretrained=body.pretrained,
+            strict=body.strict,
         )
         state.invalidate()
         return json_response(_info(info), status_code=201)
@@ -135,6 +146,16 @@ def build_router(state: ServiceState) -> APIRouter:
         out = {"name": name, "names": list(names), "dtype": "float32", "shape": shape, "data": data}
         return json_response(out)
 
+    @router.get(
+        "/v1/labelsets/{name}/tree",
+        summary="The current version's structure: parents as row indices, ranks (extension)",
+        response_model=LabelTreeOut,
+        dependencies=[scheme, read],
+    )
+    async def labelset_tree(name: str) -> Response:
+        tree = await asyncio.to_thread(backend.tree, name)
+        return json_response(tree.to_dict())
+
     @router.put(
         "/v1/labelsets/{name}/embeddings",
         summary="Register precomputed label embeddings as a new version (extension)",
@@ -143,16 +164,16 @@ def build_router(state: ServiceState) -> APIRouter:
         dependencies=[scheme, write],
     )
     async def import_embeddings(name: str, body: EmbeddingsImport) -> Response:
-        matrix = decode_matrix(body.shape, body.data)
+        matrix = decode_matrix(body.shape, body.data, body.dtype)
         info = await asyncio.to_thread(
             write_then_refresh,
             backend.import_labelset,
             name,
-            embeddings=matrix,
-            names=list(body.names),
-            parents=list(body.parents) if body.parents is not None else None,
+            matrix,
+            body.to_names(),
             model=body.model,
             pretrained=body.pretrained,
+            embed_internal=body.embed_internal,
         )
         state.invalidate()
         return json_response(_info(info), status_code=201)

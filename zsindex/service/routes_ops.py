@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import HTMLResponse, Response
 
 from zsindex.service.auth import bearer_scheme, require_read
-from zsindex.service.schemas import Error, Health, Readiness
+from zsindex.service.schemas import Error, Health, Limits, Readiness
 from zsindex.service.state import ServiceState, json_response
 
 log = logging.getLogger("zsindex.service")
@@ -43,6 +43,19 @@ def index_html() -> str:
 def build_router(state: ServiceState) -> APIRouter:
     router = APIRouter(tags=["operations"])
     read = Depends(require_read(state.keys, state.settings.require_auth_for_reads))
+
+    @router.get(
+        "/v1/limits",
+        summary="What one request may carry (clients split larger calls)",
+        response_model=Limits,
+        dependencies=[Depends(bearer_scheme), read],
+    )
+    async def limits() -> dict[str, int]:
+        return {
+            "max_images_per_request": state.limits.max_images_per_request,
+            "max_embeddings_per_request": state.limits.max_embeddings_per_request,
+            "max_body_bytes": state.limits.max_body_bytes,
+        }
 
     @router.get("/healthz", summary="The process is alive", response_model=Health)
     async def healthz() -> dict[str, str]:

@@ -12,6 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from zsindex import options
+from zsindex.options import MAX_BEAM, MAX_K, LabelNames, LabelSource
+
 # A plain name: letters, digits and . _ - (no '/', '\\', ':', '~', no leading '.').
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 _URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -60,15 +63,27 @@ class ClassifyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     labelset: str = Field(min_length=1, max_length=64, description="Label set name.")
-    k: int = Field(5, ge=1, le=10_000, description="Predictions per image.")
+    k: int = Field(5, ge=1, le=MAX_K, description="Predictions per image.")
     mode: Mode = "flat"
     rank: str | int | None = Field(None, description="Named rank or depth to stop at (trees).")
-    beam: int | None = Field(None, ge=1, le=1000, description="Nodes kept per level (beam mode).")
+    beam: int | None = Field(
+        None, ge=1, le=MAX_BEAM, description="Nodes kept per level (beam mode)."
+    )
     within: str | None = Field(
         None, min_length=1, max_length=1000, description="Restrict to this node's subtree."
     )
     min_confidence: Finite | None = Field(None, ge=0.0, le=1.0)
     activation: Activation = "softmax"
+    fast_decode: bool | None = Field(
+        None,
+        description="Decode JPEGs at a reduced scale (faster, not bit-exact); default: the "
+        "server's ZSINDEX_FAST_DECODE (off).",
+    )
+    on_error: Literal["raise", "report"] = Field(
+        "raise",
+        description="'report': an image that cannot be decoded gets a result with 'error' set "
+        "instead of failing the request.",
+    )
 
     @field_validator("rank")
     @classmethod
@@ -83,16 +98,18 @@ class ClassifyOptions(BaseModel):
             raise ValueError("rank depth must be at least 0")
         return value
 
-    def backend_options(self) -> dict[str, Any]:
-        return {
-            "k": self.k,
-            "mode": self.mode,
-            "rank": self.rank,
-            "beam": self.beam,
-            "within": self.within,
-            "min_confidence": self.min_confidence,
-            "activation": self.activation,
-        }
+    def to_options(self) -> options.ClassifyOptions:
+        """The one options object every layer takes."""
+        return options.ClassifyOptions(
+            k=self.k,
+            mode=self.mode,
+            rank=self.rank,
+            beam=self.beam,
+            within=self.within,
+            min_confidence=self.min_confidence,
+            activation=self.activation,
+            fast_decode=self.fast_decode,
+        ).check()
 
 
 class ClassifyJsonRequest(ClassifyOptions):
@@ -125,6 +142,8 @@ class ClassifyMultipartRequest(BaseModel):
     within: str | None = None
     min_confidence: float | None = None
     activation: Activation = "softmax"
+    fast_decode: bool | None = None
+    on_error: Literal["raise", "report"] = "raise"
     images: list[bytes] = Field(
         description="One or more image files; each part's filename is echoed as 'image'.",
         json_schema_extra={"items": {"type": "string", "format": "binary"}},
@@ -153,6 +172,7 @@ class ClassificationOut(BaseModel):
     path: list[PathStepOut] | None = Field(None, description="Hierarchical modes only.")
     exact_probabilities: bool | None = None
     error: str | None = None
+    error_code: str | None = None
 
 
 LabelsValue = list[str] | dict[str, list[str]]
@@ -178,6 +198,7 @@ class LabelSetCreate(BaseModel):
     plugin: str | None = Field(None, description="An installed label-set plugin's name.")
     format: Literal["text", "csv", "json", "yaml", "taxonomy-csv"] | None = None
     content: str | None = Field(None, description="A label file's text (with 'format').")
+    node_text: Literal["name", "path"] = "name"
     allow_duplicates: bool = False
     strict: bool = False
 
@@ -212,19 +233,21 @@ class LabelSetCreate(BaseModel):
             raise ValueError("'format' and 'content' go together")
         return self
 
-    def backend_options(self) -> dict[str, Any]:
-        return {
-            "labels": self.labels,
-            "templates": self.templates,
-            "parents": self.parents,
-            "model": self.model,
-            "pretrained": self.pretrained,
-            "plugin": self.plugin,
-            "content": self.content,
-            "format": self.format,
-            "allow_duplicates": self.allow_duplicates,
-            "strict": self.strict,
-        }
+    def to_source(self) -> LabelSource:
+        """The label source this request names."""
+        parents = self.parents
+        if parents is not None and any(p is None for p in parents.values()):
+            # null makes a root: the same as leaving the label out of the mapping.
+            parents = {child: p for child, p in parents.items() if p is not None}
+        return LabelSource(
+            labels=self.labels,
+            parents=parents,  # type: ignore[arg-type]  # None values were dropped above
+            plugin=self.plugin,
+            content=self.content,
+            format=self.format,
+            node_text=self.node_text,
+            allow_duplicates=self.allow_duplicates,
+        ).check()
 
 
 class EmbeddingsImport(BaseModel):
@@ -232,15 +255,36 @@ class EmbeddingsImport(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    names: list[str] = Field(min_length=1)
-    parents: list[str | None] | None = Field(
-        None, description="Parent name per row (null: a root); makes a tree."
+    names: list[str] | None = Field(None, min_length=1, description="One name per row.")
+    parents: list[str | int | None] | None = Field(
+        None, description="Per row: the parent's name or row index, null for a root (a tree)."
     )
-    model: str
+    names_content: str | None = Field(
+        None, description="Instead of names: a names file's text (text, JSON or CSV)."
+    )
+    names_format: Literal["text", "json", "csv"] | None = None
+    embed_internal: Literal["mean", "text"] = "mean"
+    model: str | None = None
     pretrained: str | None = None
-    dtype: Literal["float32"] = "float32"
+    dtype: Literal["float32", "float16"] = "float32"
     shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=2, max_length=2)
-    data: str = Field(description="Base64 of the little-endian float32 matrix, row-major.")
+    data: str = Field(description="Base64 of the little-endian matrix, row-major.")
+
+    @model_validator(mode="after")
+    def _one_names(self) -> EmbeddingsImport:
+        if (self.names is None) == (self.names_content is None):
+            raise ValueError("give exactly one of 'names' or 'names_content'")
+        return self
+
+    def to_names(self) -> LabelNames:
+        """The imported rows' names."""
+        return LabelNames(
+            names=self.names,
+            parents=self.parents,
+            content=self.names_content,
+            format=self.names_format,
+            content_name="names_content",
+        ).check()
 
     @field_validator("model", "pretrained")
     @classmethod
@@ -252,10 +296,28 @@ class EmbeddingsOut(BaseModel):
     """``GET /v1/labelsets/{name}/embeddings`` (extension)."""
 
     name: str
-    names: list[Any] = Field(description="Label names in registration order.")
+    names: list[str] = Field(description="Each node's own name, in registration order.")
     dtype: Literal["float32"] = "float32"
     shape: list[int]
     data: str = Field(description="Base64 of the little-endian float32 matrix, row-major.")
+
+
+class LabelTreeOut(BaseModel):
+    """``GET /v1/labelsets/{name}/tree``: the structure, row for row with the embeddings."""
+
+    names: list[str]
+    parents: list[int] = Field(description="Parent row index per row; -1 for a root.")
+    depths: list[int]
+    ranks: list[str | None]
+    rank_names: list[str] = []
+
+
+class Limits(BaseModel):
+    """``GET /v1/limits``: what one request may carry (clients split larger calls)."""
+
+    max_images_per_request: int
+    max_embeddings_per_request: int
+    max_body_bytes: int
 
 
 class LabelSetSummary(BaseModel):

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from starlette.responses import Response
 
 from zsindex.config import Settings
 from zsindex.service.auth import KeyChecker
-from zsindex.service.batching import MicroBatcher, ServiceBackend
+from zsindex.service.batching import MicroBatcher
 from zsindex.service.limits import ConcurrencyLimiter, ServiceLimits
 from zsindex.service.metrics import ServiceMetrics
+
+if TYPE_CHECKING:
+    from zsindex.classify.loaded import LoadedLabelSet
+    from zsindex.local import LocalBackend
 
 INLINE_DECODE_PIXELS = 1_000_000
 """Images up to this many pixels may decode on the event loop (a few ms at most)."""
@@ -25,7 +27,7 @@ INLINE_DECODE_PIXELS = 1_000_000
 @dataclass
 class ServiceState:
     settings: Settings
-    backend: ServiceBackend
+    backend: LocalBackend
     limits: ServiceLimits
     metrics: ServiceMetrics
     batcher: MicroBatcher
@@ -36,14 +38,13 @@ class ServiceState:
     initial_refresh_done: bool = False
     last_refresh_error: str | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _load_image: Callable[[Any, str], Any] | None = None
-    _resolved: dict[str, Any] = field(default_factory=dict)
+    _resolved: dict[str, LoadedLabelSet] = field(default_factory=dict)
     _generation: int = 0
-    _preprocess: dict[Any, Callable[[Any], Any]] = field(default_factory=dict)
+    _models_ready: set[Any] = field(default_factory=set)
 
     # -- resolved label sets (event-loop thread only) ---------------------------------------------
 
-    async def resolve(self, labelset: str) -> Any:
+    async def resolve(self, labelset: str) -> LoadedLabelSet:
         """``backend.resolve`` with a per-app memo, so a warm request needs no thread hop.
 
         The memo holds exactly what the backend resolved and is dropped after every
@@ -60,60 +61,45 @@ class ServiceState:
             self._resolved[labelset] = loaded
         return loaded
 
-    async def image_preprocess(self, loaded: Any) -> Callable[[Any], Any] | None:
-        """The label set's model input transform (``backend.image_preprocess``), memoised per
-        model; the first call loads the model in a worker thread. ``None`` when the backend has
-        no such method (its ``encode_images`` then gets decoded images)."""
+    async def ready_model(self, loaded: LoadedLabelSet) -> None:
+        """Load the label set's model in a worker thread on first use (never on the loop)."""
         key = loaded.model_key
-        found = self._preprocess.get(key)
-        if found is None:
-            fn = getattr(self.backend, "image_preprocess", None)
-            if fn is None:
-                return None
-            transform: Callable[[Any], Any] = await asyncio.to_thread(fn, loaded)
-            self._preprocess[key] = found = transform
-        return found
+        if key not in self._models_ready:
+            await asyncio.to_thread(lambda: self.backend.pipeline.encoder(loaded).load())
+            self._models_ready.add(key)
 
     def invalidate(self) -> None:
         """Forget memoised label sets (after a refresh or a write; event-loop thread only)."""
         self._generation += 1
         self._resolved.clear()
 
-    def load_image(self, source: Any, name: str, *, inline: bool = False) -> Any:
-        """``backend.load_image`` with this service's pixel limit.
+    def prepare(
+        self,
+        loaded: LoadedLabelSet,
+        source: bytes,
+        name: str,
+        *,
+        fast_decode: bool,
+        inline: bool = False,
+    ) -> Any:
+        """The pipeline's ``prepare`` stage (decode + the model's preprocessing) with this
+        service's pixel limit.
 
         With ``inline=True`` (on the event loop) an image whose header claims more than
         :data:`INLINE_DECODE_PIXELS` pixels is not decoded: ``None`` is returned and the caller
-        decodes it in a worker thread instead.
+        prepares it in a worker thread instead.
         """
+        pipeline = self.backend.pipeline
+        max_pixels = self.limits.max_image_pixels
         if inline:
             from zsindex.encoders.images import check_image
 
-            header = check_image(
-                source, max_pixels=self.limits.max_image_pixels, name_for_errors=name
-            )
+            header = check_image(source, max_pixels=max_pixels, name_for_errors=name)
             if header.width * header.height > INLINE_DECODE_PIXELS:
                 return None
-        if self._load_image is None:
-            fn = self.backend.load_image
-            try:
-                params = inspect.signature(fn).parameters
-            except (TypeError, ValueError):  # pragma: no cover - builtins
-                params = {}  # type: ignore[assignment]
-            takes_limit = "max_pixels" in params
-            max_pixels = self.limits.max_image_pixels
-            if takes_limit:
-                self._load_image = lambda src, nm: fn(src, nm, max_pixels=max_pixels)  # type: ignore[call-arg]
-            else:
-                from zsindex.encoders.images import check_image
-
-                def checked(src: Any, nm: str) -> Any:
-                    # The service's pixel limit, from the header, before the backend decodes.
-                    check_image(src, max_pixels=max_pixels, name_for_errors=nm)
-                    return fn(src, nm)
-
-                self._load_image = checked
-        return self._load_image(source, name)
+        return pipeline.prepare(
+            loaded, source, name, fast_decode=fast_decode, max_pixels=max_pixels
+        )
 
 
 def _json_default(value: Any) -> Any:

@@ -1,4 +1,8 @@
-"""``zsindex eval``: zero-shot accuracy on an ImageFolder tree (one sub-folder per class)."""
+"""``zsindex eval``: zero-shot accuracy on an ImageFolder tree (one sub-folder per class).
+
+It sits above the client and classifies through it, so it measures exactly the pipeline that
+every entry point serves (and works against a remote ``Client`` too).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import numpy as np
 from zsindex.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from zsindex.local import LocalBackend
+    from zsindex.client import Client
 
 BATCH = 64
 
@@ -50,50 +54,65 @@ def match_folders(folders: list[str], labels: list[str]) -> dict[str, str]:
     return mapping
 
 
-def evaluate_folder(backend: LocalBackend, directory: Path, labelset: str) -> dict[str, Any]:
-    """Top-1, top-5 and mean per-class recall over the classes present in ``directory``."""
+def evaluate_folder(client: Client, directory: Path, labelset: str) -> dict[str, Any]:
+    """Top-1, top-5 and mean per-class recall over the classes present in ``directory``.
+
+    Files that cannot be classified (unreadable, not an image) are not counted in ``n``: they
+    are counted in ``errors`` and the first few are listed in ``error_samples``.
+    """
     folders = sorted(
         p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")
     )
     if not folders:
         raise InvalidInputError(f"{directory}: no class sub-folders (ImageFolder layout expected)")
-    loaded = backend.resolve(labelset)
-    mapping = match_folders(folders, loaded.leaf_names())
-    items: list[tuple[str, Path, str]] = []
+    tree = client.tree(labelset)
+    mapping = match_folders(folders, [tree.names[i] for i in tree.leaves()])
+    items: list[tuple[Path, str]] = []
     for folder in folders:
         for path in sorted(p for p in (directory / folder).rglob("*") if p.is_file()):
             if not path.name.startswith("."):
-                items.append((str(path), path, mapping[folder]))
+                items.append((path, mapping[folder]))
     if not items:
         raise InvalidInputError(f"{directory}: the class folders hold no files")
-    top1 = np.zeros(len(items), dtype=bool)
-    top5 = np.zeros(len(items), dtype=bool)
+    hits1: list[bool] = []
+    hits5: list[bool] = []
+    truths: list[str] = []
     confusions: Counter[tuple[str, str]] = Counter()
-    errors = 0
+    errors: list[str] = []
+    version = None
     for start in range(0, len(items), BATCH):
         batch = items[start : start + BATCH]
-        results = backend.classify_files(
-            [(name, path) for name, path, _ in batch], labelset=labelset, k=5, mode="flat"
+        results = client.classify(
+            [path for path, _ in batch], labelset=labelset, k=5, on_error="report"
         )
-        for offset, ((_, _, truth), result) in enumerate(zip(batch, results, strict=True)):
+        for (_, truth), result in zip(batch, results, strict=True):
+            version = result.version
             if result.error is not None:
-                errors += 1
+                errors.append(result.error)
                 continue
             labels = [p.label for p in result.predictions]
-            top1[start + offset] = labels[0] == truth
-            top5[start + offset] = truth in labels[:5]
+            truths.append(truth)
+            hits1.append(labels[0] == truth)
+            hits5.append(truth in labels[:5])
             if labels[0] != truth:
                 confusions[(truth, labels[0])] += 1
-    truths = np.array([t for _, _, t in items])
-    recalls = [float(top1[truths == c].mean()) for c in sorted(set(truths.tolist()))]
+    if not truths:
+        raise InvalidInputError(
+            f"{directory}: none of the {len(items)} files could be classified "
+            f"(first error: {errors[0]})"
+        )
+    top1 = np.array(hits1)
+    truth_arr = np.array(truths)
+    recalls = [float(top1[truth_arr == c].mean()) for c in sorted(set(truths))]
     return {
-        "n": len(items),
+        "n": len(truths),
         "top1": float(top1.mean()),
-        "top5": float(top5.mean()),
+        "top5": float(np.mean(hits5)),
         "mean_per_class_recall": float(np.mean(recalls)),
-        "errors": errors,
+        "errors": len(errors),
+        "error_samples": errors[:10],
         "labelset": labelset,
-        "version": loaded.version,
+        "version": version,
         "confusions": [
             {"true": t, "predicted": p, "count": c} for (t, p), c in confusions.most_common(10)
         ],
