@@ -211,21 +211,25 @@ def test_results_are_version_consistent_after_reregistration(client: TestClient)
     assert {p["label"] for p in out[0]["predictions"]} == {"cyan", "magenta"}
 
 
-def test_limits_from_env() -> None:
-    limits = ServiceLimits.from_env(
-        {
-            "ZSINDEX_MAX_BODY_BYTES": "1000",
-            "ZSINDEX_MAX_CONCURRENCY": "3",
-            "ZSINDEX_REQUEST_TIMEOUT_S": "2.5",
-        }
-    )
-    assert (limits.max_body_bytes, limits.max_concurrency, limits.request_timeout_s) == (
-        1000,
-        3,
-        2.5,
-    )
-    assert ServiceLimits.from_env({}).max_body_bytes == 32 * 1024 * 1024
-    from zsindex.errors import InvalidInputError
+def test_app_takes_limits_batching_and_refresh_from_settings(
+    settings: Settings, backend_under_test: LocalBackend
+) -> None:
+    from zsindex.service.app import create_app
+    from zsindex.service.batching import BatchingConfig
 
-    with pytest.raises(InvalidInputError):
-        ServiceLimits.from_env({"ZSINDEX_MAX_IMAGES_PER_REQUEST": "lots"})
+    configured = replace(
+        settings,
+        limits=ServiceLimits(max_concurrency=3, max_body_bytes=1000),
+        batching=BatchingConfig(max_batch_images=7, max_wait_s=0.01),
+        refresh_interval_s=0.5,
+    )
+    state = create_app(configured, backend_under_test).state.zs
+    assert state.limits == configured.limits and state.limiter.limit == 3
+    assert state.batcher.config == configured.batching
+    assert state.refresh_interval_s == 0.5
+    # Explicit arguments still win; a bool switches batching with the other settings kept.
+    state = create_app(
+        configured, backend_under_test, limits=ServiceLimits(), batching=False, refresh_interval_s=0
+    ).state.zs
+    assert state.limits == ServiceLimits() and state.refresh_interval_s == 0
+    assert state.batcher.config == replace(configured.batching, enabled=False)

@@ -168,9 +168,3 @@ def test_abandoned_jobs_are_skipped(backend: RecordingBackend) -> None:
 
     asyncio.run(scenario())
     assert backend.encode_calls == [1]  # the timed-out job never reached the model
-
-
-def test_config_from_env() -> None:
-    config = BatchingConfig.from_env({"ZSINDEX_BATCHING": "0", "ZSINDEX_BATCH_MAX_WAIT_MS": "10"})
-    assert config.enabled is False and config.max_wait_s == pytest.approx(0.01)
-    assert BatchingConfig.from_env({}).enabled is True

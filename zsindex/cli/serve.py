@@ -25,8 +25,11 @@ def serve(state: CliState, host: str, port: int) -> None:
 
     Writes need 'Authorization: Bearer <key>' with a key from ZSINDEX_API_KEYS (with none set,
     writes are refused). Limits: ZSINDEX_MAX_BODY_BYTES, ZSINDEX_MAX_IMAGES_PER_REQUEST,
-    ZSINDEX_MAX_IMAGE_PIXELS, ZSINDEX_MAX_CONCURRENCY, ZSINDEX_REQUEST_TIMEOUT_S; micro-batching:
-    ZSINDEX_BATCHING (1); new versions are picked up every ZSINDEX_REFRESH_INTERVAL_S (2) seconds.
+    ZSINDEX_MAX_EMBEDDINGS_PER_REQUEST, ZSINDEX_MAX_IMAGE_PIXELS, ZSINDEX_MAX_CONCURRENCY,
+    ZSINDEX_REQUEST_TIMEOUT_S; micro-batching: ZSINDEX_BATCHING (1), ZSINDEX_BATCH_MAX_IMAGES (32),
+    ZSINDEX_BATCH_MAX_WAIT_MS (4), ZSINDEX_MODEL_WORKERS (1), ZSINDEX_TORCH_THREADS; new versions
+    are picked up every ZSINDEX_REFRESH_INTERVAL_S (2) seconds. All are read with the other
+    settings (README, "Environment").
     """
     # The service is imported only when this command runs (the CLI stays light).
     from zsindex.service.app import create_app

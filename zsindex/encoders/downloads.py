@@ -14,6 +14,7 @@ from typing import Any
 from zsindex.encoders.network import hub_reachable, url_reachable
 from zsindex.encoders.weights import check_weights_file
 from zsindex.errors import ModelError
+from zsindex.settings_types import NetworkSettings
 
 __all__ = ["WAYS_OUT", "hf_fetch", "tag_weights"]
 
@@ -37,7 +38,12 @@ def _hf_cached(repo: str, filename: str, cache_dir: str | None) -> Path | None:
 
 
 def hf_fetch(
-    repo: str, filenames: tuple[str, ...], what: str, cache_dir: str | None, allow_download: bool
+    repo: str,
+    filenames: tuple[str, ...],
+    what: str,
+    cache_dir: str | None,
+    allow_download: bool,
+    network: NetworkSettings,
 ) -> Path:
     """The first of ``filenames`` in the HF cache, else downloaded if the Hub is reachable."""
     for fname in filenames:
@@ -47,7 +53,7 @@ def hf_fetch(
     missing = f"{what} ({repo}/{filenames[0]}) is not in the local cache"
     if not allow_download:
         raise ModelError(f"{missing} and downloads are disabled: {WAYS_OUT}")
-    if not hub_reachable():
+    if not hub_reachable(network):
         raise ModelError(
             f"{missing} and the Hugging Face Hub is unreachable (offline?): {WAYS_OUT}"
         )
@@ -63,7 +69,12 @@ def hf_fetch(
 
 
 def tag_weights(
-    arch: str, tag: str, tag_cfg: dict[str, Any], cache_dir: str | None, allow_download: bool
+    arch: str,
+    tag: str,
+    tag_cfg: dict[str, Any],
+    cache_dir: str | None,
+    allow_download: bool,
+    network: NetworkSettings,
 ) -> Path:
     what = f"weights for {arch} pretrained={tag!r}"
     if tag_cfg.get("file"):
@@ -79,7 +90,7 @@ def tag_weights(
             names = ("open_clip_model.safetensors", fname)
         elif fname.endswith((".bin", ".pth")):
             names = (fname[:-4] + ".safetensors", fname)
-        return hf_fetch(repo, names, what, cache_dir, allow_download)
+        return hf_fetch(repo, names, what, cache_dir, allow_download, network)
     url = tag_cfg.get("url") or ""
     if not url:
         raise ModelError(f"{what}: open_clip lists no download source")
@@ -88,7 +99,7 @@ def tag_weights(
         return target
     if not allow_download:
         raise ModelError(f"{what} are not cached ({target}) and downloads are disabled: {WAYS_OUT}")
-    if not url_reachable(url):
+    if not url_reachable(url, network):
         raise ModelError(f"{what} are not cached ({target}) and {url} is unreachable: {WAYS_OUT}")
     from open_clip.pretrained import download_pretrained_from_url
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zsindex.config import TINY_MODEL
+from zsindex.config import TINY_MODEL, NetworkSettings, network_from_env
 from zsindex.encoders.downloads import WAYS_OUT, hf_fetch, tag_weights
 from zsindex.encoders.info import ModelInfo, weights_sha256
 from zsindex.encoders.weights import WEIGHT_SUFFIXES, check_weights_file, read_logit_params
@@ -185,6 +185,7 @@ def resolve_model(
     *,
     cache_dir: str | None = None,
     allow_download: bool = True,
+    network: NetworkSettings | None = None,
 ) -> ResolvedModel:
     """Locate a model's config and weights without building it.
 
@@ -194,6 +195,8 @@ def resolve_model(
             the other forms, which carry their own weights).
         cache_dir: download cache folder (default: the Hugging Face / open_clip defaults).
         allow_download: whether missing weights may be downloaded when online.
+        network: offline flag, Hub address and proxies for the quick probe before a download
+            (default: ``zsindex.config.network_from_env()``; ``Settings.network`` passes them).
 
     Raises:
         ModelError: unknown name, missing or unreadable weights, offline without cached weights.
@@ -224,7 +227,10 @@ def resolve_model(
         if repo.count("/") != 1:
             raise ModelError(f"{name!r} is not of the form 'hf-hub:org/repo'")
         what = f"model {name}"
-        cfg_file = hf_fetch(repo, (CONFIG_NAME,), f"config of {what}", cache_dir, allow_download)
+        net = network if network is not None else network_from_env()
+        cfg_file = hf_fetch(
+            repo, (CONFIG_NAME,), f"config of {what}", cache_dir, allow_download, net
+        )
         model_cfg, _ = _read_dir_config(cfg_file.parent, what)
         weights = hf_fetch(
             repo,
@@ -232,6 +238,7 @@ def resolve_model(
             f"weights of {what}",
             cache_dir,
             allow_download,
+            net,
         )
         folder = cfg_file.parent
         return ResolvedModel(
@@ -245,7 +252,7 @@ def resolve_model(
             tokenizer_source=LOCAL_DIR_PREFIX + str(folder),
             info=_make_info(name, None, weights, model_cfg),
         )
-    return _resolve_builtin(name, pretrained, cache_dir, allow_download)
+    return _resolve_builtin(name, pretrained, cache_dir, allow_download, network)
 
 
 def _resolve_dir(folder: Path, name: str, kind: str, what: str) -> ResolvedModel:
@@ -271,7 +278,11 @@ def _resolve_dir(folder: Path, name: str, kind: str, what: str) -> ResolvedModel
 
 
 def _resolve_builtin(
-    name: str, pretrained: str | None, cache_dir: str | None, allow_download: bool
+    name: str,
+    pretrained: str | None,
+    cache_dir: str | None,
+    allow_download: bool,
+    network: NetworkSettings | None,
 ) -> ResolvedModel:
     arch = name.replace("/", "-")
     model_cfg = builtin_model_config(arch)
@@ -298,7 +309,8 @@ def _resolve_builtin(
                 f"file; known tags: {', '.join(tags) if tags else '(none)'}"
             )
     if tag_cfg:
-        weights = tag_weights(arch, pretrained, tag_cfg, cache_dir, allow_download)
+        net = network if network is not None else network_from_env()
+        weights = tag_weights(arch, pretrained, tag_cfg, cache_dir, allow_download, net)
         overrides = {k: tag_cfg[k] for k in _PREPROCESS_KEYS if k in tag_cfg}
         pretrained_id: str = pretrained
     else:

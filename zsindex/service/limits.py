@@ -1,7 +1,8 @@
 """Service limits and the two guards that enforce them at the ASGI edge.
 
-- :class:`ServiceLimits` — request-size, image-count, pixel, concurrency and timeout limits with
-  defaults and ``ZSINDEX_*`` environment overrides (:meth:`ServiceLimits.from_env`).
+- :class:`ServiceLimits` — request-size, image-count, pixel, concurrency and timeout limits
+  (defined in :mod:`zsindex.settings_types`, read from ``ZSINDEX_*`` by
+  :meth:`zsindex.config.Settings.from_env` into ``Settings.limits``; re-exported here).
 - :class:`BodySizeLimitMiddleware` — counts the bytes of the request body *as they are received*
   (no trust in ``Content-Length``), so a chunked upload with no length is cut after at most
   ``max_body_bytes`` plus one chunk and answered ``413 payload_too_large``.
@@ -12,119 +13,21 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zsindex.errors import InvalidInputError, OverloadedError, PayloadTooLargeError
+from zsindex.errors import OverloadedError, PayloadTooLargeError
+from zsindex.settings_types import MIB, ServiceLimits
 
-MIB = 1024 * 1024
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise InvalidInputError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise InvalidInputError(f"{name}={raw!r} must be at least {minimum}")
-    return value
-
-
-def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise InvalidInputError(f"{name}={raw!r} is not a number") from None
-    if not value >= minimum:  # also rejects NaN
-        raise InvalidInputError(f"{name}={raw!r} must be at least {minimum}")
-    return value
-
-
-def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise InvalidInputError(f"{name}={raw!r} is not a boolean: use 0 or 1")
-
-
-@dataclass(frozen=True)
-class ServiceLimits:
-    """Limits of the HTTP service (environment variable in brackets).
-
-    Attributes:
-        max_body_bytes: largest request body, counted while streaming
-            (``ZSINDEX_MAX_BODY_BYTES``, default 32 MiB).
-        max_images_per_request: most images in one classify request
-            (``ZSINDEX_MAX_IMAGES_PER_REQUEST``, default 64).
-        max_embeddings_per_request: most embedding rows in one classify request
-            (``ZSINDEX_MAX_EMBEDDINGS_PER_REQUEST``, default 4096).
-        max_image_pixels: most pixels of one image, checked from its header before decoding
-            (``ZSINDEX_MAX_IMAGE_PIXELS``, default 64 M).
-        max_concurrency: most classify requests in flight; more are answered 503 at once
-            (``ZSINDEX_MAX_CONCURRENCY``, default 32).
-        request_timeout_s: longest a classify request may wait for and run its model work
-            before it is answered 503 (``ZSINDEX_REQUEST_TIMEOUT_S``, default 60).
-        max_form_fields: most non-file multipart fields (not configurable by environment).
-    """
-
-    max_body_bytes: int = 32 * MIB
-    max_images_per_request: int = 64
-    max_embeddings_per_request: int = 4096
-    max_image_pixels: int = 64_000_000
-    max_concurrency: int = 32
-    request_timeout_s: float = 60.0
-    max_form_fields: int = 32
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceLimits:
-        """Defaults overridden by ``ZSINDEX_*`` variables (``os.environ`` by default)."""
-        env = os.environ if environ is None else environ
-        d = cls()
-        return cls(
-            max_body_bytes=_env_int(env, "ZSINDEX_MAX_BODY_BYTES", d.max_body_bytes),
-            max_images_per_request=_env_int(
-                env, "ZSINDEX_MAX_IMAGES_PER_REQUEST", d.max_images_per_request
-            ),
-            max_embeddings_per_request=_env_int(
-                env, "ZSINDEX_MAX_EMBEDDINGS_PER_REQUEST", d.max_embeddings_per_request
-            ),
-            max_image_pixels=_env_int(env, "ZSINDEX_MAX_IMAGE_PIXELS", d.max_image_pixels),
-            max_concurrency=_env_int(env, "ZSINDEX_MAX_CONCURRENCY", d.max_concurrency),
-            request_timeout_s=_env_float(
-                env, "ZSINDEX_REQUEST_TIMEOUT_S", d.request_timeout_s, minimum=0.001
-            ),
-        )
-
-    def with_overrides(self, **changes: Any) -> ServiceLimits:
-        """A copy with some fields replaced (``None`` values ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-def refresh_interval_from_env(environ: Mapping[str, str] | None = None) -> float:
-    """``ZSINDEX_REFRESH_INTERVAL_S`` (default 2 s; 0 turns the background refresh off)."""
-    env = os.environ if environ is None else environ
-    return _env_float(env, "ZSINDEX_REFRESH_INTERVAL_S", 2.0, minimum=0.0)
-
-
-def batching_enabled_from_env(environ: Mapping[str, str] | None = None) -> bool:
-    """``ZSINDEX_BATCHING`` (default 1: dynamic micro-batching on)."""
-    env = os.environ if environ is None else environ
-    return _env_bool(env, "ZSINDEX_BATCHING", True)
+__all__ = [
+    "DRAIN_BYTES",
+    "MIB",
+    "BodySizeLimitMiddleware",
+    "BodyTooLarge",
+    "ConcurrencyLimiter",
+    "ServiceLimits",
+    "error_body",
+]
 
 
 # -- request body size ------------------------------------------------------------------------
