@@ -20,7 +20,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -29,7 +29,7 @@ from zsindex import __version__
 from zsindex.config import Settings
 from zsindex.service import routes_classify, routes_labelsets, routes_ops
 from zsindex.service.auth import KeyChecker
-from zsindex.service.batching import BatchingConfig, MicroBatcher, ServiceBackend
+from zsindex.service.batching import BatchingConfig, MicroBatcher
 from zsindex.service.errors import install_error_handlers
 from zsindex.service.limits import BodySizeLimitMiddleware, ConcurrencyLimiter, ServiceLimits
 from zsindex.service.metrics import MetricsMiddleware, ServiceMetrics
@@ -46,7 +46,8 @@ Writes need `Authorization: Bearer <key>` (a key from `ZSINDEX_API_KEYS`); keys 
 string are refused. Every error answer is `{"code", "message"}`.
 
 Extensions beyond DESIGN.md: `GET /v1/labelsets/{name}/history`,
-`GET|PUT /v1/labelsets/{name}/embeddings` (names + base64 little-endian float32 matrix).
+`GET|PUT /v1/labelsets/{name}/embeddings` (names + base64 little-endian matrix),
+`GET /v1/labelsets/{name}/tree` (parents as row indices, ranks), `GET /v1/limits`.
 """
 
 
@@ -90,7 +91,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             state.backend.close()
 
 
-def _labelset_sizes(backend: ServiceBackend) -> Iterable[tuple[str, int, int]]:
+def _labelset_sizes(backend: LocalBackend) -> Iterable[tuple[str, int, int]]:
     for info in backend.labelsets():
         yield info.name, int(info.version), int(info.num_labels)
 
@@ -120,7 +121,7 @@ def _install_openapi(app: FastAPI) -> None:
 
 def create_app(
     settings: Settings,
-    backend: LocalBackend | ServiceBackend | None = None,
+    backend: LocalBackend | None = None,
     *,
     limits: ServiceLimits | None = None,
     batching: BatchingConfig | bool | None = None,
@@ -159,14 +160,14 @@ def create_app(
         refresh_interval_s = settings.refresh_interval_s
 
     metrics = ServiceMetrics()
-    service_backend = cast(ServiceBackend, backend)  # LocalBackend, or a test double
-    metrics.set_labelset_source(lambda: _labelset_sizes(service_backend))
+    engine = backend
+    metrics.set_labelset_source(lambda: _labelset_sizes(engine))
     state = ServiceState(
         settings=settings,
-        backend=service_backend,
+        backend=engine,
         limits=limits,
         metrics=metrics,
-        batcher=MicroBatcher(service_backend, batch_config, metrics),
+        batcher=MicroBatcher(engine.pipeline, batch_config, metrics),
         limiter=ConcurrencyLimiter(limits.max_concurrency),
         keys=KeyChecker(settings.api_keys),
         refresh_interval_s=refresh_interval_s,

@@ -2,17 +2,18 @@
 
 Requests arriving close together are merged into one model batch:
 
-1. A route decodes its images (``backend.load_image``), resolves its label set once
-   (``backend.resolve`` → an immutable ``LoadedLabelSet``: one version per request) and submits a
-   :class:`Job`.
+1. A route resolves its label set once (``backend.resolve`` → an immutable ``LoadedLabelSet``:
+   one version per request), turns each image into the model's input with the one pipeline's
+   ``prepare`` stage and submits a :class:`Job`.
 2. The collector task takes the first waiting job, then keeps taking jobs until the batch holds
    ``max_batch_images`` images or ``max_wait_s`` has passed since the first one (whatever is
    already queued is taken without waiting). While the model worker is busy, new jobs queue up,
    so batches grow with load by themselves.
 3. The batch runs in the model worker thread (never on the event loop): jobs sharing a
    ``model_key`` get **one** ``encode_images`` forward on their merged images; then jobs sharing
-   a label-set version and options get one ``classify_embeddings`` call; results are split back
-   per job. A failing merged call is retried job by job, so one bad request fails alone.
+   a label-set version and options get one ``score`` call (search, probabilities, results);
+   results are split back per job. A failing merged call is retried job by job, so one bad
+   request fails alone.
 
 With batching off (``ZSINDEX_BATCHING=0``) every job runs on its own in the same worker, which is
 the baseline of ``benchmarks/bench_service.py``. Jobs whose request has already given up (client
@@ -33,7 +34,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from zsindex.errors import InvalidInputError
+from zsindex.errors import ImageError, InvalidInputError
+from zsindex.options import ClassifyOptions
 from zsindex.results import ClassificationResult
 from zsindex.service.metrics import ServiceMetrics
 from zsindex.settings_types import BatchingConfig  # defined with the settings; re-exported
@@ -41,45 +43,29 @@ from zsindex.settings_types import BatchingConfig  # defined with the settings; 
 log = logging.getLogger("zsindex.service.batching")
 
 
-class LoadedLabelSetLike(Protocol):
-    name: str
-    version: int
-    model_key: Hashable
-    num_labels: int
+class ModelStages(Protocol):
+    """The model stages of :class:`zsindex.classify.pipeline.ImagePipeline` that batches run."""
 
-
-class ServiceBackend(Protocol):
-    """What the service needs from ``zsindex.local.LocalBackend``."""
-
-    def add_labelset(self, name: str, **options: Any) -> Any: ...
-    def import_labelset(self, name: str, **options: Any) -> Any: ...
-    def labelsets(self) -> list[Any]: ...
-    def labelset(self, name: str) -> Any: ...
-    def history(self, name: str) -> list[Any]: ...
-    def delete_labelset(self, name: str) -> None: ...
-    def embeddings(self, name: str) -> tuple[list[Any], np.ndarray]: ...
-    def load_image(self, source: Any, name: str) -> Any: ...
-    def resolve(self, labelset: str) -> Any: ...
-    def encode_images(self, loaded: Any, images: list[Any]) -> np.ndarray: ...
-    # Optional: ``image_preprocess(loaded) -> callable`` turning a decoded image into the model's
-    # input, so a request holds small model inputs rather than full-size decoded images.
-    def classify_embeddings(
-        self, loaded: Any, embeddings: np.ndarray, image_names: list[str], **opts: Any
+    def encode(self, loaded: Any, inputs: Sequence[Any]) -> np.ndarray: ...
+    def score(
+        self, loaded: Any, embeddings: np.ndarray, names: Sequence[str], options: ClassifyOptions
     ) -> list[ClassificationResult]: ...
-    def refresh(self) -> None: ...
-    def ready(self) -> dict[str, Any]: ...
-    def close(self) -> None: ...
 
 
 @dataclass
 class Job:
-    """One request's model work: images to encode, or precomputed embeddings."""
+    """One request's model work: prepared images to encode, or precomputed embeddings.
+
+    ``image_names`` names every image of the request; ``errors`` holds the ones that could not
+    be prepared (``on_error="report"``), and ``images`` the model inputs of the others, in order.
+    """
 
     loaded: Any
     image_names: list[str]
-    options: dict[str, Any]
+    options: ClassifyOptions
     images: list[Any] = field(default_factory=list)
     embeddings: np.ndarray | None = None
+    errors: dict[int, ImageError] = field(default_factory=dict)
     future: asyncio.Future[list[ClassificationResult]] | None = None
 
     @property
@@ -90,15 +76,26 @@ class Job:
     def abandoned(self) -> bool:
         return self.future is not None and self.future.done()
 
+    def good_names(self) -> list[str]:
+        return [n for i, n in enumerate(self.image_names) if i not in self.errors]
+
+    def with_errors(self, results: list[ClassificationResult]) -> list[ClassificationResult]:
+        """The request's results in order: the scored ones and an error result per failure."""
+        if not self.errors:
+            return results
+        from zsindex.classify.pipeline import error_result
+
+        scored = iter(results)
+        return [
+            error_result(self.loaded, name, self.errors[i]) if i in self.errors else next(scored)
+            for i, name in enumerate(self.image_names)
+        ]
+
 
 Outcome = list[ClassificationResult] | BaseException
 
 
-def _options_key(options: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(sorted((k, repr(v)) for k, v in options.items()))
-
-
-def run_jobs(backend: ServiceBackend, jobs: Sequence[Job]) -> list[Outcome]:
+def run_jobs(stages: ModelStages, jobs: Sequence[Job]) -> list[Outcome]:
     """Run a batch of jobs synchronously (in the model worker) and return one outcome per job."""
     outcomes: list[Outcome | None] = [None] * len(jobs)
     embedded: dict[int, np.ndarray] = {}
@@ -108,23 +105,25 @@ def run_jobs(backend: ServiceBackend, jobs: Sequence[Job]) -> list[Outcome]:
     for i, job in enumerate(jobs):
         if job.embeddings is not None:
             embedded[i] = job.embeddings
+        elif not job.images:
+            outcomes[i] = job.with_errors([])  # every image failed to decode
         else:
             by_model[job.loaded.model_key].append(i)
     for indices in by_model.values():
-        _encode_group(backend, jobs, indices, embedded, outcomes)
+        _encode_group(stages, jobs, indices, embedded, outcomes)
 
     # 2. One classify call per (label-set version, options) over the merged embeddings.
     by_target: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for i, job in enumerate(jobs):
         if outcomes[i] is None:
-            by_target[(id(job.loaded), _options_key(job.options))].append(i)
+            by_target[(id(job.loaded), job.options)].append(i)
     for indices in by_target.values():
-        _classify_group(backend, jobs, indices, embedded, outcomes)
+        _classify_group(stages, jobs, indices, embedded, outcomes)
     return [o if o is not None else RuntimeError("job produced no result") for o in outcomes]
 
 
 def _encode_group(
-    backend: ServiceBackend,
+    stages: ModelStages,
     jobs: Sequence[Job],
     indices: list[int],
     embedded: dict[int, np.ndarray],
@@ -132,7 +131,7 @@ def _encode_group(
 ) -> None:
     images = [img for i in indices for img in jobs[i].images]
     try:
-        matrix = np.asarray(backend.encode_images(jobs[indices[0]].loaded, images))
+        matrix = np.asarray(stages.encode(jobs[indices[0]].loaded, images))
         if matrix.shape[0] != len(images):
             raise RuntimeError(f"encoder returned {matrix.shape[0]} rows for {len(images)} images")
     except Exception as exc:
@@ -140,7 +139,7 @@ def _encode_group(
             outcomes[indices[0]] = exc
             return
         for i in indices:  # isolate the failing request
-            _encode_group(backend, jobs, [i], embedded, outcomes)
+            _encode_group(stages, jobs, [i], embedded, outcomes)
         return
     offset = 0
     for i in indices:
@@ -150,7 +149,7 @@ def _encode_group(
 
 
 def _classify_group(
-    backend: ServiceBackend,
+    stages: ModelStages,
     jobs: Sequence[Job],
     indices: list[int],
     embedded: dict[int, np.ndarray],
@@ -159,8 +158,8 @@ def _classify_group(
     first = jobs[indices[0]]
     try:
         matrix = np.concatenate([embedded[i] for i in indices], axis=0)
-        names = [name for i in indices for name in jobs[i].image_names]
-        results = backend.classify_embeddings(first.loaded, matrix, names, **first.options)
+        names = [name for i in indices for name in jobs[i].good_names()]
+        results = stages.score(first.loaded, matrix, names, first.options)
         if len(results) != len(names):
             raise RuntimeError(f"classifier returned {len(results)} results for {len(names)}")
     except Exception as exc:
@@ -168,12 +167,12 @@ def _classify_group(
             outcomes[indices[0]] = exc
             return
         for i in indices:
-            _classify_group(backend, jobs, [i], embedded, outcomes)
+            _classify_group(stages, jobs, [i], embedded, outcomes)
         return
     offset = 0
     for i in indices:
-        n = jobs[i].size
-        outcomes[i] = list(results[offset : offset + n])
+        n = len(embedded[i])
+        outcomes[i] = jobs[i].with_errors(list(results[offset : offset + n]))
         offset += n
 
 
@@ -182,11 +181,11 @@ class MicroBatcher:
 
     def __init__(
         self,
-        backend: ServiceBackend,
+        stages: ModelStages,
         config: BatchingConfig,
         metrics: ServiceMetrics | None = None,
     ) -> None:
-        self.backend = backend
+        self.stages = stages
         self.config = config
         self.metrics = metrics
         self._executor: ThreadPoolExecutor | None = None
@@ -236,7 +235,7 @@ class MicroBatcher:
             raise InvalidInputError("no images to classify")
         loop = asyncio.get_running_loop()
         if self._queue is None:
-            outcome = (await loop.run_in_executor(self.executor, run_jobs, self.backend, [job]))[0]
+            outcome = (await loop.run_in_executor(self.executor, run_jobs, self.stages, [job]))[0]
             self._observe_batch(1, job.size)
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -308,7 +307,7 @@ class MicroBatcher:
                 continue
             started = time.perf_counter()
             try:
-                outcomes = await loop.run_in_executor(self.executor, run_jobs, self.backend, batch)
+                outcomes = await loop.run_in_executor(self.executor, run_jobs, self.stages, batch)
             except asyncio.CancelledError:
                 for job in batch:
                     if job.future is not None and not job.future.done():
