@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 CASES = ("np.load", "cache.load", "cache.load+search")
+LOGIT_SCALE = 100.0
+"""The synthetic matrix has no model: a CLIP-like ``logit_scale.exp()`` (ViT-B-32's is 100)."""
 
 
 def child(case: str, directory: Path) -> None:
@@ -48,7 +50,7 @@ def child(case: str, directory: Path) -> None:
         assert loaded is not None, "cache missing or rejected"
         assert len(loaded.extra["names"]) == loaded.index.count
         if "search" in case:
-            res = loaded.index.search(query, 5)
+            res = loaded.index.search(query, 5, logit_scale=LOGIT_SCALE)
             assert res.exact_probabilities
     elapsed = time.perf_counter() - start
     status = Path("/proc/self/status").read_text()

@@ -47,7 +47,7 @@ def test_simulated_queries_are_image_like(clustered_matrix) -> None:
 def exact_and_queries(clustered_matrix):
     exact = ExactIndex(clustered_matrix)
     queries, _ = simulate_image_queries(clustered_matrix, 200, seed=2)
-    truth = exact.search(queries, 5).ids
+    truth = exact.search(queries, 5, logit_scale=100.0).ids
     return exact, queries, truth
 
 
@@ -86,7 +86,7 @@ def test_tuner_reaches_target(exact_and_queries) -> None:
     assert point.recall >= 0.95
     assert all(p.recall < 0.95 for p in report.curve if p.param < report.chosen)
     # Recall on held-out queries at the chosen setting.
-    held_out = recall_at_k(index.search(queries[100:], 5).ids, truth[100:])
+    held_out = recall_at_k(index.search(queries[100:], 5, logit_scale=100.0).ids, truth[100:])
     assert held_out >= 0.9
 
 
@@ -96,7 +96,7 @@ def test_tuner_falls_back_to_exact(exact_and_queries, hnsw_faiss) -> None:
     report = tune(index, queries[:50], k=5, target_recall=0.99, min_speedup=1e9)
     assert report.chosen is None and index.uses_exact
     assert "falling back" in report.reason
-    res = index.search(queries, 5)
+    res = index.search(queries, 5, logit_scale=100.0)
     np.testing.assert_array_equal(res.ids, truth)
     assert res.exact_neighbors and res.backend == "numpy-blocked"
 
@@ -133,7 +133,7 @@ def test_probability_flags_are_honest(exact_and_queries) -> None:
     np.testing.assert_allclose(top.probabilities.sum(axis=1), 1.0, atol=1e-6)
     sig = index.search(q, 5, logit_scale=50.0, logit_bias=-10.0, mode="sigmoid")
     np.testing.assert_allclose(sig.probabilities, 1 / (1 + np.exp(-sig.logits)), rtol=1e-5)
-    sub = index.search(q, 5, subset=np.arange(0, 20_000, 7))
+    sub = index.search(q, 5, logit_scale=100.0, subset=np.arange(0, 20_000, 7))
     assert sub.exact_neighbors and sub.backend == "numpy-blocked"
 
 
@@ -142,7 +142,7 @@ def test_too_few_candidates_answered_exactly(make_clustered) -> None:
     exact = ExactIndex(m)
     spec = IndexSpec.parse("ivf64")
     index = AnnIndex(exact, spec, build_faiss(m, spec), search_param=1)
-    res = index.search(m[:10], 50)
+    res = index.search(m[:10], 50, logit_scale=100.0)
     assert (res.ids >= 0).all()
     assert all(len(set(row)) == 50 for row in res.ids.tolist())
     np.testing.assert_array_equal(res.ids[:, 0], np.arange(10))  # each label finds itself

@@ -35,7 +35,7 @@ NAMES = [f"label {i} ü" for i in range(3000)]
 
 
 def _same_answers(a, b, queries) -> None:
-    ra, rb = a.search(queries, 5), b.search(queries, 5)
+    ra, rb = a.search(queries, 5, logit_scale=100.0), b.search(queries, 5, logit_scale=100.0)
     np.testing.assert_array_equal(ra.ids, rb.ids)
     np.testing.assert_array_equal(ra.probabilities, rb.probabilities)
 

@@ -74,7 +74,7 @@ def test_fp16_storage(blocks, make_clustered, make_reference) -> None:
     for keep in (True, False):
         index = ExactIndex(m16, keep_fp32=keep)
         assert index.matrix.dtype == (np.float32 if keep else np.float16)
-        res = index.search(queries, 5)
+        res = index.search(queries, 5, logit_scale=100.0)
         _check(res, ref16)  # exact w.r.t. the stored fp16 values
         np.testing.assert_allclose(res.probabilities, ref32["probabilities"], rtol=5e-2)
 
@@ -137,7 +137,7 @@ def test_subset_fp16_blocks(make_unit, make_reference) -> None:
     m = _random(5000, 16, 6, make_unit).astype(np.float16)
     q = _random(3, 16, 7, make_unit)
     subset = np.arange(0, 5000, 3)
-    res = ExactIndex(m, keep_fp32=False).search(q, 5, subset=subset)
+    res = ExactIndex(m, keep_fp32=False).search(q, 5, logit_scale=100.0, subset=subset)
     _check(res, make_reference(m, q, 5, subset=subset))
 
 
@@ -151,7 +151,7 @@ def test_log_normalizer(make_unit, make_reference) -> None:
 def test_single_query_vector_and_build_index(make_unit) -> None:
     m = _random(100, 8, 10, make_unit)
     index = build_index(m)
-    res = index.search(m[3], 1)
+    res = index.search(m[3], 1, logit_scale=100.0)
     assert res.ids.tolist() == [[3]]
     assert res.backend == "numpy-blocked"
 
@@ -174,7 +174,7 @@ def test_single_query_vector_and_build_index(make_unit) -> None:
 )
 def test_invalid_input(make_unit, kwargs, message) -> None:
     index = ExactIndex(_random(100, 8, 11, make_unit))
-    args = {"queries": np.ones((1, 8), np.float32) / np.sqrt(8), **kwargs}
+    args = {"queries": np.ones((1, 8), np.float32) / np.sqrt(8), "logit_scale": 100.0, **kwargs}
     queries = args.pop("queries")
     with pytest.raises(InvalidInputError, match=message):
         index.search(queries, **args)
@@ -206,11 +206,15 @@ def test_import_is_light() -> None:
 
 @pytest.mark.gpu
 def test_gpu_flat_matches_cpu(make_unit, make_reference) -> None:  # pragma: no cover
+    from zsindex.index.device import faiss_gpu_count, torch_gpu_count
+
+    if faiss_gpu_count() == 0 and torch_gpu_count() == 0:
+        pytest.skip("no GPU: neither FAISS GPU nor torch CUDA is available")
     m = _random(50_000, 64, 13, make_unit)
     q = _random(16, 64, 14, make_unit)
     index = build_index(m, device="cuda")
-    res = index.search(q, 5)
-    assert res.backend == "faiss-gpu-flat"
+    res = index.search(q, 5, logit_scale=100.0)
+    assert res.backend == ("faiss-gpu-flat" if faiss_gpu_count() else "torch-cuda")
     _check(res, make_reference(m, q, 5), atol=1e-4)
 
 
@@ -226,4 +230,4 @@ def test_search_per_query_groups_equal_subsets(make_unit, make_reference) -> Non
         ref = make_reference(m, q[i : i + 1], 3, scale=20.0, subset=subset)
         _check(res, ref)
     with pytest.raises(InvalidInputError):
-        search_per_query(ExactIndex(m), q, subsets[:2])
+        search_per_query(ExactIndex(m), q, subsets[:2], logit_scale=20.0)

@@ -38,7 +38,7 @@ def test_swap_under_threads_never_mixes() -> None:
             axis = np.zeros((1, 8), np.float32)
             axis[0, entry.version % 8] = 1.0
             for _ in range(3):  # several searches against one held entry
-                res = entry.index.search(axis, 1)
+                res = entry.index.search(axis, 1, logit_scale=100.0)
                 if res.scores[0, 0] != 1.0 or entry.info["names"] != [f"v{entry.version}"]:
                     errors.append(f"entry {entry.version} answered like another version")
             seen.append(entry.version)

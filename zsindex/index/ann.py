@@ -131,6 +131,11 @@ class AnnIndex:
         return self._spec
 
     @property
+    def device(self) -> str:
+        """Always ``cpu`` (FAISS CPU indexes over a CPU exact index)."""
+        return "cpu"
+
+    @property
     def uses_exact(self) -> bool:
         """True when searches fall back to exact search (the tuner found nothing faster)."""
         return self.faiss_index is None
@@ -166,7 +171,7 @@ class AnnIndex:
         queries: np.ndarray,
         k: int = 5,
         *,
-        logit_scale: float = 100.0,
+        logit_scale: float,
         logit_bias: float = 0.0,
         mode: Mode = "softmax",
         subset: Subset = None,

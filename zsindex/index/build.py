@@ -32,8 +32,9 @@ def build_index(
     Args:
         matrix: L2-normalised label embeddings.
         spec: ``exact`` (default), ``ivf1024``, ``ivf:nlist=1024,sq8``, ``hnsw32,fp16`` …
-        device: ``cpu``, ``auto``, ``cuda`` or ``cuda:N``; only exact search moves to a GPU, and
-            only when FAISS GPU is present (decided at run time).
+        device: ``cpu`` (default here), ``auto``, ``cuda`` or ``cuda:N``; only exact search moves
+            to a GPU (FAISS GPU, else torch CUDA; decided at run time by
+            :func:`~zsindex.index.device.choose_exact_backend`).
         tune_queries: held-out real image embeddings for the tuner; ``None`` simulates
             ``num_tune_queries`` image-like queries from the matrix.
         num_tune_queries: how many queries to simulate.
@@ -44,8 +45,9 @@ def build_index(
         seed: training and simulation seed.
 
     Returns:
-        An :class:`ExactIndex` (or GPU flat index) for ``exact``; otherwise an ``AnnIndex`` whose
-        ``tuning`` holds the tuner's report and which searches exactly when tuning fell back.
+        An :class:`ExactIndex` (or a GPU ``GpuFlatIndex``/``TorchIndex``) for ``exact``; otherwise
+        an ``AnnIndex`` whose ``tuning`` holds the tuner's report and which searches exactly when
+        tuning fell back.
     """
     parsed = IndexSpec.parse(spec)
     exact = ExactIndex(matrix, keep_fp32=keep_fp32, check_finite=check_finite)
@@ -70,16 +72,26 @@ def build_index(
 
 
 def export_index(index: SearchIndex) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Arrays and JSON params that :func:`restore_index` turns back into ``index``."""
+    """Arrays and JSON params that :func:`restore_index` turns back into ``index``.
+
+    A GPU index stores its matrix like an :class:`ExactIndex` does and restores as one (on the
+    CPU; :func:`~zsindex.index.device.on_device` moves it back).
+    """
     from zsindex.index.ann import AnnIndex
 
     exact = getattr(index, "exact", index)
-    if not isinstance(exact, ExactIndex):
+    host_matrix = getattr(exact, "host_matrix", None)
+    if callable(host_matrix):  # TorchIndex: copy the device matrix back
+        matrix = np.asarray(host_matrix())
+        source_dtype = np.dtype(getattr(exact, "source_dtype", matrix.dtype))
+    elif isinstance(exact, ExactIndex):
+        matrix, source_dtype = exact.matrix, exact.source_dtype
+    else:
         raise InvalidInputError(f"cannot store a {type(index).__name__}")
-    arrays: dict[str, np.ndarray] = {"matrix": exact.matrix}
+    arrays: dict[str, np.ndarray] = {"matrix": matrix}
     params: dict[str, Any] = {
-        "source_dtype": exact.source_dtype.name,
-        "keep_fp32": exact.matrix.dtype == np.float32,
+        "source_dtype": source_dtype.name,
+        "keep_fp32": matrix.dtype == np.float32,
     }
     if isinstance(index, AnnIndex):
         params["search_param"] = index.search_param

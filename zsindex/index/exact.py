@@ -61,12 +61,42 @@ def to_float32(matrix: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Target:
-    """A resolved subset: ``total`` rows, served by ``source``; ``id_of`` maps local -> row id."""
+class Target:
+    """A resolved subset: ``total`` rows, either ``start + 0..total`` or the row ids ``rows``."""
 
     total: int
     start: int  # contiguous range start, or -1 for a gathered subset
     rows: np.ndarray | None  # sorted unique row ids for a gathered subset
+
+
+def resolve_subset(subset: Subset, n: int) -> Target:
+    """Validate ``subset`` of ``n`` rows (None, range/slice, or row ids) into a target."""
+    if subset is None:
+        return Target(total=n, start=0, rows=None)
+    if isinstance(subset, range | slice):
+        start, stop, step = (
+            subset.indices(n) if isinstance(subset, slice) else (subset.start, subset.stop, 1)
+        )
+        if isinstance(subset, range):
+            step = subset.step
+        if step != 1 or not 0 <= start <= stop <= n:
+            raise InvalidInputError(f"subset range {subset!r} is not within 0..{n} (step 1)")
+        if stop == start:
+            raise InvalidInputError("subset is empty")
+        return Target(total=stop - start, start=int(start), rows=None)
+    ids = np.asarray(subset)
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise InvalidInputError("subset must be a 1-D integer array of row ids")
+    if ids.size == 0:
+        raise InvalidInputError("subset is empty")
+    ids = ids.astype(np.int64, copy=False)
+    if ids.size > 1 and not bool((ids[1:] > ids[:-1]).all()):
+        ids = np.unique(ids)
+    if ids[0] < 0 or ids[-1] >= n:
+        raise InvalidInputError(f"subset row ids must be within 0..{n - 1}")
+    if int(ids[-1] - ids[0]) + 1 == ids.size:
+        return Target(total=int(ids.size), start=int(ids[0]), rows=None)
+    return Target(total=int(ids.size), start=-1, rows=ids)
 
 
 class ExactIndex:
@@ -79,6 +109,7 @@ class ExactIndex:
     """
 
     backend = "numpy-blocked"
+    device = "cpu"
 
     def __init__(
         self,
@@ -118,37 +149,11 @@ class ExactIndex:
 
     # -- subsets -----------------------------------------------------------------------------
 
-    def resolve_subset(self, subset: Subset) -> _Target:
+    def resolve_subset(self, subset: Subset) -> Target:
         """Validate ``subset`` (None, range/slice, or an array of row ids) into a target."""
-        n = self.count
-        if subset is None:
-            return _Target(total=n, start=0, rows=None)
-        if isinstance(subset, range | slice):
-            start, stop, step = (
-                subset.indices(n) if isinstance(subset, slice) else (subset.start, subset.stop, 1)
-            )
-            if isinstance(subset, range):
-                step = subset.step
-            if step != 1 or not 0 <= start <= stop <= n:
-                raise InvalidInputError(f"subset range {subset!r} is not within 0..{n} (step 1)")
-            if stop == start:
-                raise InvalidInputError("subset is empty")
-            return _Target(total=stop - start, start=int(start), rows=None)
-        ids = np.asarray(subset)
-        if ids.ndim != 1 or ids.dtype.kind not in "iu":
-            raise InvalidInputError("subset must be a 1-D integer array of row ids")
-        if ids.size == 0:
-            raise InvalidInputError("subset is empty")
-        ids = ids.astype(np.int64, copy=False)
-        if ids.size > 1 and not bool((ids[1:] > ids[:-1]).all()):
-            ids = np.unique(ids)
-        if ids[0] < 0 or ids[-1] >= n:
-            raise InvalidInputError(f"subset row ids must be within 0..{n - 1}")
-        if int(ids[-1] - ids[0]) + 1 == ids.size:
-            return _Target(total=int(ids.size), start=int(ids[0]), rows=None)
-        return _Target(total=int(ids.size), start=-1, rows=ids)
+        return resolve_subset(subset, self.count)
 
-    def _source(self, target: _Target) -> tuple[object, bool]:
+    def _source(self, target: Target) -> tuple[object, bool]:
         m = self.matrix
         fp32 = m.dtype == np.float32
         if target.rows is None:
@@ -183,7 +188,7 @@ class ExactIndex:
         queries: np.ndarray,
         k: int = 5,
         *,
-        logit_scale: float = 100.0,
+        logit_scale: float,
         logit_bias: float = 0.0,
         mode: Mode = "softmax",
         subset: Subset = None,
@@ -234,7 +239,7 @@ class ExactIndex:
     def pass_(
         self,
         q: np.ndarray,
-        target: _Target,
+        target: Target,
         *,
         k: int,
         scale: float,
@@ -281,17 +286,17 @@ class ExactIndex:
         return res.lse
 
     @staticmethod
-    def to_row_ids(target: _Target, local: np.ndarray) -> np.ndarray:
+    def to_row_ids(target: Target, local: np.ndarray) -> np.ndarray:
         """Map local positions of a target back to row ids."""
         if target.rows is not None:
-            return target.rows[local]
-        return local + target.start
+            return np.asarray(target.rows[local])
+        return np.asarray(local + target.start)
 
     def row_scores(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Float64 dot products of each query with its own rows ``ids[i]`` (``[Q, k]``)."""
         rows = self.matrix[ids.reshape(-1)].astype(np.float64)
         rows = rows.reshape(ids.shape[0], ids.shape[1], self.dim)
-        return np.matmul(rows, q.astype(np.float64)[:, :, None])[:, :, 0]
+        return np.asarray(np.matmul(rows, q.astype(np.float64)[:, :, None])[:, :, 0])
 
 
 def _all_finite(arr: np.ndarray) -> bool:

@@ -21,6 +21,8 @@ def search_per_query(
     queries: np.ndarray,
     subsets: Sequence[np.ndarray | range | slice | None],
     k: int = 5,
+    *,
+    logit_scale: float,
     **options: Any,
 ) -> list[SearchResult]:
     """Search query ``i`` within ``subsets[i]``; return one single-row result per query.
@@ -30,7 +32,8 @@ def search_per_query(
         queries: ``[Q, dim]``.
         subsets: one subset per query (row ids, a range/slice, or ``None`` for all labels).
         k: top-k per query (capped at each subset's size).
-        **options: passed to ``index.search`` (``logit_scale``, ``logit_bias``, ``mode`` …).
+        logit_scale: the model's ``logit_scale.exp()`` (required: never an assumed 100).
+        **options: passed to ``index.search`` (``logit_bias``, ``mode``, ``probabilities``).
 
     Returns:
         ``Q`` results in query order, each with arrays of shape ``[1, k_i]``.
@@ -43,7 +46,9 @@ def search_per_query(
         groups.setdefault(_key(subset), []).append(i)
     out: list[SearchResult | None] = [None] * len(q)
     for members in groups.values():
-        res = index.search(q[members], k, subset=subsets[members[0]], **options)
+        res = index.search(
+            q[members], k, logit_scale=logit_scale, subset=subsets[members[0]], **options
+        )
         for row, i in enumerate(members):
             out[i] = _row(res, row)
     return [r for r in out if r is not None]

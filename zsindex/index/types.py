@@ -46,7 +46,8 @@ class SearchResult:
         exact_neighbors: True when ``ids`` are the exact top k (exact search); False for an
             approximate index, whose ids may miss some of the true top k.
         num_searched: number of labels searched (the whole set, or the subset's size).
-        backend: which path answered (``numpy-blocked``, ``faiss-ivf``, ``faiss-gpu-flat`` …).
+        backend: which path answered (``numpy-blocked``, ``torch-cuda``, ``faiss-gpu-flat``,
+            ``faiss-ivf`` …).
     """
 
     ids: np.ndarray
@@ -63,7 +64,20 @@ class SearchResult:
 
 @runtime_checkable
 class SearchIndex(Protocol):
-    """What every loaded index offers (``ExactIndex``, ``AnnIndex``, ``GpuFlatIndex``)."""
+    """What every loaded index offers (``ExactIndex``, ``AnnIndex``, ``GpuFlatIndex``,
+    ``TorchIndex``).
+
+    ``logit_scale`` has no default on purpose: it is the model's own ``logit_scale.exp()``
+    (from the store), never an assumed 100.
+    """
+
+    @property
+    def backend(self) -> str:
+        """Which path answers full-set searches (``numpy-blocked``, ``torch-cuda`` …)."""
+
+    @property
+    def device(self) -> str:
+        """Where the label matrix lives and is searched: ``cpu`` or ``cuda:N``."""
 
     @property
     def count(self) -> int:
@@ -82,7 +96,7 @@ class SearchIndex(Protocol):
         queries: np.ndarray,
         k: int = 5,
         *,
-        logit_scale: float = 100.0,
+        logit_scale: float,
         logit_bias: float = 0.0,
         mode: Mode = "softmax",
         subset: Subset = None,
