@@ -39,6 +39,7 @@ class LocalBackend:
         text_worker: label sets are embedded with the text tower loading in a helper process
             while labels are parsed (a one-shot command: the CLI).
         progress: called with (done, total) while labels are embedded.
+        encoders: the encoder pool to use (default: a new one for ``settings.device``).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class LocalBackend:
         *,
         text_worker: bool = False,
         progress: Progress | None = None,
+        encoders: EncoderPool | None = None,
     ) -> None:
         from zsindex.catalog.catalog import Catalog
         from zsindex.classify.classifier import Classifier
@@ -58,7 +60,7 @@ class LocalBackend:
         self.settings = settings
         self._store: Store | None = None
         self._store_lock = threading.Lock()
-        self.encoders: EncoderPool = EncoderPool(settings.device)
+        self.encoders: EncoderPool = encoders or EncoderPool(settings.device)
         self.catalog: Catalog = Catalog(
             lambda: self.store,
             self.encoders,
@@ -187,7 +189,8 @@ class LocalBackend:
             ]
             loaded = self.resolve(labelset)
             return self.pipeline.run(loaded, sources, names, options, on_error=on_error)
-        assert embeddings is not None  # narrowed by the check above
+        if embeddings is None:  # pragma: no cover - excluded by the check above
+            raise InvalidInputError("give either images or embeddings")
         count = len(np.atleast_2d(np.asarray(embeddings)))
         names = _names(image_names, count) or [str(i) for i in range(count)]
         return self.pipeline.score(self.resolve(labelset), embeddings, names, options)

@@ -134,8 +134,9 @@ def _current_if_same(store: Store, name: str, digest: str) -> VersionRecord | No
 def normalise_rows(matrix: np.ndarray, source: str, *, offset: int = 0) -> np.ndarray:
     """float32 copy with unit rows; rejects non-finite values and zero rows (row numbers in
     messages count from ``offset``)."""
-    # A copy: the input may be a read-only memory map of the user's file.
-    out = np.array(matrix, dtype=np.float32, copy=True)
+    # A C-ordered copy: the input may be a read-only memory map of the user's file, and a
+    # transposed ([dim, N]) view would sum its norms in another order (other last bits).
+    out = np.array(matrix, dtype=np.float32, copy=True, order="C")
     if not np.isfinite(out).all():
         bad = offset + int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
         raise InvalidInputError(f"{source}: row {bad} has non-finite values (NaN or inf)")

@@ -24,6 +24,7 @@ Pass ``draft_size=None`` for bit-exact open_clip preprocessing.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Union
@@ -87,8 +88,13 @@ def _name(source: ImageSource, name_for_errors: str | None) -> str:
     return "<image bytes>"
 
 
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    # Object reprs ("<_io.BytesIO object at 0x7f...>") would make one image's message differ
+    # from run to run and from one entry point to another.
+    text = _OBJECT_REPR.sub("the image", " ".join(str(exc).split()))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

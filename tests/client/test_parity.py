@@ -1,0 +1,225 @@
+"""Every ``Client`` method against both back ends: equal results and equal exception types.
+
+The local client and a live ``zsindex serve`` (uvicorn on loopback, the real app and
+``LocalBackend``) share one SQLite store. Each case runs once through ``Client.local()`` and
+once through the remote ``Client``; writes go to a name of each back end's own, reads to shared
+label sets. The outcomes — results with names and timestamps taken out, or the exception's class
+— must be equal.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zsindex import Client
+from zsindex.config import Settings
+from zsindex.errors import InvalidInputError
+from zsindex.results import ClassificationResult, LabelSetInfo, LabelTree
+
+TINY = "zsindex-tiny"
+DIM = 128
+KEY = "parity-key"
+TREE_LABELS = ["circle", "square", "red circle", "blue circle", "red square"]
+TREE_PARENTS = {"red circle": "circle", "blue circle": "circle", "red square": "square"}
+
+
+def _png(color: tuple[int, int, int], size: tuple[int, int] = (48, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _unit(n: int, seed: int) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Client]]:
+    from zsindex.local import LocalBackend
+    from zsindex.service.app import create_app
+    from zsindex.service.server import BackgroundServer
+
+    home = tmp_path_factory.mktemp("parity")
+    settings = Settings(home=home, device="cpu", model=TINY, pretrained=None, api_keys=(KEY,))
+    local = Client.local(settings=settings)
+    local.add_labelset("shared", ["red", "green", "blue", "yellow"], model=TINY)
+    local.add_labelset("shared_tree", TREE_LABELS, parents=TREE_PARENTS, model=TINY)
+    app = create_app(settings, LocalBackend(settings), refresh_interval_s=0.1)
+    with BackgroundServer(app) as server:
+        remote = Client(server.base_url, api_key=KEY)
+        yield {"local": local, "remote": remote}
+        remote.close()
+    local.close()
+
+
+def _plain(value: Any) -> Any:
+    """A comparable form of a result: timestamps and per-back-end names taken out."""
+    if isinstance(value, LabelSetInfo):
+        out = asdict(value)
+        out.pop("created_at")
+        out.pop("name")
+        return out
+    if isinstance(value, ClassificationResult | LabelTree):
+        return asdict(value)
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    return value
+
+
+Case = Callable[[Client, str], Any]
+"""``case(client, suffix)``: suffix names this back end's own label sets."""
+
+EMB = _unit(3, 0)
+CASES: dict[str, Case] = {
+    "add flat": lambda c, s: c.add_labelset(f"flat{s}", ["cat", "dog"], model=TINY),
+    "add tree": lambda c, s: c.add_labelset(
+        f"tree{s}", TREE_LABELS, parents=TREE_PARENTS, model=TINY
+    ),
+    "add with default model": lambda c, s: c.add_labelset(f"dflt{s}", ["a", "b"]),
+    "add plugin": lambda c, s: c.add_labelset(f"plug{s}", plugin="shapes", model=TINY),
+    "add content": lambda c, s: c.add_labelset(
+        f"text{s}", content="red\nblue\n", format="text", model=TINY
+    ),
+    "add bad template": lambda c, s: c.add_labelset(
+        f"bad{s}", ["a"], templates=["no placeholder"], model=TINY
+    ),
+    "add bad name": lambda c, s: c.add_labelset("bad/name", ["a"], model=TINY),
+    "add no source": lambda c, s: c.add_labelset(f"none{s}", model=TINY),
+    "import flat": lambda c, s: c.import_labelset(
+        f"imp{s}", _unit(3, 1), ["x", "y", "z"], model=TINY
+    ),
+    "import without model": lambda c, s: c.import_labelset(f"impd{s}", _unit(2, 2), ["x", "y"]),
+    "import tree by names": lambda c, s: c.import_labelset(
+        f"impt{s}",
+        _unit(3, 3),
+        ["root", "left", "right"],
+        parents=[None, "root", "root"],
+        model=TINY,
+    ),
+    "import tree by rows": lambda c, s: c.import_labelset(
+        f"impr{s}", _unit(3, 4), ["a", "a", "b"], parents=[None, 0, 0], model=TINY
+    ),
+    "import fp16 transposed": lambda c, s: c.import_labelset(
+        f"imph{s}", _unit(4, 5).astype(np.float16).T, list("abcd"), model=TINY
+    ),
+    "import wrong width": lambda c, s: c.import_labelset(
+        f"impw{s}", np.ones((2, 7), np.float32), ["a", "b"], model=TINY
+    ),
+    "labelset": lambda c, s: c.labelset("shared"),
+    "labelset empty name": lambda c, s: c.labelset(""),
+    "labelset missing": lambda c, s: c.labelset("missing"),
+    "history": lambda c, s: c.history("shared"),
+    "history missing": lambda c, s: c.history("missing"),
+    "embeddings flat": lambda c, s: c.embeddings("shared"),
+    "embeddings tree": lambda c, s: c.embeddings("shared_tree"),
+    "tree": lambda c, s: c.tree("shared_tree"),
+    "tree of a flat set": lambda c, s: c.tree("shared"),
+    "delete missing": lambda c, s: c.delete_labelset("missing"),
+    "delete own": lambda c, s: (
+        c.add_labelset(f"del{s}", ["a"], model=TINY),
+        c.delete_labelset(f"del{s}"),
+    )[1],
+    "classify bytes": lambda c, s: c.classify(
+        [_png((250, 0, 0)), _png((0, 0, 250))], labelset="shared"
+    ),
+    "classify binary file": lambda c, s: c.classify(
+        [io.BytesIO(_png((0, 250, 0)))], labelset="shared"
+    ),
+    "classify PIL": lambda c, s: c.classify(
+        [Image.new("RGB", (30, 30), (250, 250, 0))], labelset="shared"
+    ),
+    "classify None": lambda c, s: c.classify([None], labelset="shared"),  # type: ignore[list-item]
+    "classify int": lambda c, s: c.classify([2], labelset="shared"),  # type: ignore[list-item]
+    "classify not an image": lambda c, s: c.classify([b"hello world"], labelset="shared"),
+    "classify report errors": lambda c, s: c.classify(
+        [_png((250, 0, 0)), b"\x89PNG\r\n\x1a\n broken"], labelset="shared", on_error="report"
+    ),
+    "classify 70 images": lambda c, s: c.classify(
+        [_png((i * 3, 100, 200 - i)) for i in range(70)], labelset="shared", k=2
+    ),
+    "classify 5000 embeddings": lambda c, s: c.classify(
+        embeddings=_unit(5000, 6), labelset="shared", k=1
+    ),
+    "classify embeddings": lambda c, s: c.classify(embeddings=EMB, labelset="shared", k=4),
+    "classify wrong width": lambda c, s: c.classify(
+        embeddings=np.ones((1, 5), np.float32), labelset="shared"
+    ),
+    "classify missing set": lambda c, s: c.classify(embeddings=EMB, labelset="missing"),
+    "classify empty set name": lambda c, s: c.classify(embeddings=EMB, labelset=""),
+    "beam 5000": lambda c, s: c.classify(
+        embeddings=EMB, labelset="shared_tree", mode="beam", beam=5000, k=2
+    ),
+    "marginal at rank 1": lambda c, s: c.classify(
+        embeddings=EMB, labelset="shared_tree", mode="marginal", rank=1
+    ),
+    "within": lambda c, s: c.classify(embeddings=EMB, labelset="shared_tree", within="circle"),
+    "within unknown": lambda c, s: c.classify(embeddings=EMB, labelset="shared_tree", within="x"),
+    "tree mode on a flat set": lambda c, s: c.classify(
+        embeddings=EMB, labelset="shared", mode="beam"
+    ),
+    "sigmoid": lambda c, s: c.classify(embeddings=EMB, labelset="shared", activation="sigmoid"),
+    "k too large": lambda c, s: c.classify(embeddings=EMB, labelset="shared", k=10_001),
+    "fast decode": lambda c, s: c.classify(
+        [_png((250, 0, 0), (600, 500))], labelset="shared", fast_decode=True
+    ),
+}
+
+
+def _outcome(case: Case, client: Client, suffix: str) -> Any:
+    try:
+        return ("ok", _plain(case(client, suffix)))
+    except Exception as exc:  # the class is what must agree
+        return ("error", type(exc).__name__)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_local_and_remote_agree(clients: dict[str, Client], name: str) -> None:
+    case = CASES[name]
+    local = _outcome(case, clients["local"], "_l")
+    remote = _outcome(case, clients["remote"], "_r")
+    assert local == remote
+
+
+def test_labelsets_agree(clients: dict[str, Client]) -> None:
+    local = [i.name for i in clients["local"].labelsets()]
+    remote = [i.name for i in clients["remote"].labelsets()]
+    assert local == remote and "shared" in local
+
+
+def test_every_client_method_is_covered() -> None:
+    methods = {
+        n
+        for n in dir(Client)
+        if not n.startswith("_") and callable(getattr(Client, n)) and n not in ("close", "local")
+    }
+    methods -= {"from_backend"}  # constructors
+    covered = {
+        "add_labelset",
+        "import_labelset",
+        "labelset",
+        "labelsets",
+        "history",
+        "embeddings",
+        "tree",
+        "delete_labelset",
+        "classify",
+    }
+    assert methods == covered, methods ^ covered
+
+
+def test_both_backends_raise_the_same_for_bad_options(clients: dict[str, Client]) -> None:
+    for client in clients.values():
+        with pytest.raises(InvalidInputError):
+            client.classify(embeddings=EMB, labelset="shared", mode="nope")  # type: ignore[arg-type]
