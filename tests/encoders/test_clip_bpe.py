@@ -23,7 +23,7 @@ from zsindex.encoders.fast_tokenizer import (
     fast_tokenizer_for,
     standalone_tokenizer,
 )
-from zsindex.encoders.text import tokenize
+from zsindex.encoders.text_forward import tokenize
 
 TINY_DIR = Path(zsindex.__file__).parent / "models" / "zsindex-tiny"
 SAMPLES = [

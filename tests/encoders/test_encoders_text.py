@@ -126,7 +126,7 @@ def test_siglip_like_runs_full_context_and_keeps_bias(siglip_like: Bundle) -> No
 def test_trimmed_forward_equals_full_context(fixture: str, request: pytest.FixtureRequest) -> None:
     import torch
 
-    from zsindex.encoders.text import encode_prompts, tokenize
+    from zsindex.encoders.text_forward import encode_prompts, tokenize
 
     bundle: Bundle = request.getfixturevalue(fixture)
     prompts = ["a", "a photo of a dog.", LONG, "x " * 30, "cat", "the " * 12 + "end"]
@@ -152,7 +152,7 @@ def test_prefix_tree_forward_equals_full_context(
     import torch
 
     from zsindex.encoders import prefix_tree
-    from zsindex.encoders.text import encode_prompts, tokenize
+    from zsindex.encoders.text_forward import encode_prompts, tokenize
     from zsindex.encoders.towers import detect_tower, needed_lengths
 
     bundle: Bundle = request.getfixturevalue(fixture)
@@ -195,7 +195,7 @@ def test_prefix_tree_one_block_with_layer_scale_and_quick_gelu() -> None:
     at the pooled nodes only); LayerScale and QuickGELU go through the block's own modules."""
     import torch
 
-    from zsindex.encoders.text import encode_prompts, tokenize
+    from zsindex.encoders.text_forward import encode_prompts, tokenize
 
     cfg = {**LAYER_SCALE_CFG, "text_cfg": {**LAYER_SCALE_CFG["text_cfg"], "layers": 1}}
     bundle = build_from_cfg(cfg, seed=4)
@@ -214,7 +214,7 @@ def test_prefix_tree_under_autocast(fixture: str, request: pytest.FixtureRequest
     import torch
 
     from zsindex.encoders.prefix_tree import encode_prefix_tree
-    from zsindex.encoders.text import tokenize
+    from zsindex.encoders.text_forward import tokenize
     from zsindex.encoders.towers import detect_tower
 
     bundle: Bundle = request.getfixturevalue(fixture)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zsindex.encoders.fast_tokenizer import FastTokenizer, fast_tokenizer_for
-from zsindex.encoders.text import tokenize
+from zsindex.encoders.text_forward import tokenize
 
 
 @pytest.fixture(scope="module")

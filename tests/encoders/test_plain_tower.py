@@ -13,7 +13,7 @@ from enc_helpers import LAYER_SCALE_CFG, TINY_CLIP_CFG, Bundle, build_from_cfg
 
 from zsindex.encoders import load_encoder
 from zsindex.encoders.plain_tower import build_plain_tower, plain_text_config, read_plain_tower
-from zsindex.encoders.text import encode_prompts, tokenize
+from zsindex.encoders.text_forward import encode_prompts, tokenize
 
 PROMPTS = [
     "a photo of a dog.",

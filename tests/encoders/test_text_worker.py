@@ -100,9 +100,9 @@ def _many_prompts(n: int) -> list[str]:
 
 def test_prompts_in_parts_equal_the_in_process_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
     """Parts go out while the next ones tokenize; features and progress cover the whole."""
-    from zsindex.encoders import text_worker
+    from zsindex.encoders import worker_parent
 
-    monkeypatch.setattr(text_worker, "PART_PROMPTS", 64)
+    monkeypatch.setattr(worker_parent, "PART_PROMPTS", 64)
     prompts = _many_prompts(300)
     encoder = load_encoder("zsindex-tiny", device="cpu")
     checked: list[int] = []
@@ -125,10 +125,10 @@ def test_prompts_in_parts_equal_the_in_process_encoder(monkeypatch: pytest.Monke
 
 
 def test_a_check_that_fails_stops_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    from zsindex.encoders import text_worker
+    from zsindex.encoders import worker_parent
     from zsindex.errors import InvalidInputError
 
-    monkeypatch.setattr(text_worker, "PART_PROMPTS", 64)
+    monkeypatch.setattr(worker_parent, "PART_PROMPTS", 64)
 
     def refuse(tokens: np.ndarray, truncated: np.ndarray) -> None:
         raise InvalidInputError("too long")
