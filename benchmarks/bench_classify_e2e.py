@@ -31,10 +31,10 @@ def main() -> None:
     from PIL import Image
 
     from zsindex.config import Settings
+    from zsindex.demo import encode_image, render_shape
     from zsindex.labels import builtin
     from zsindex.labels.demo_vocab import COLOR_NAMES, SHAPES
     from zsindex.local import LocalBackend
-    from zsindex.synthetic import encode_image, render_shape
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

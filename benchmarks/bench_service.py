@@ -96,8 +96,8 @@ def random_tiny(folder: Path) -> str:
 
 
 def make_images(n: int, size: int) -> list[bytes]:
+    from zsindex.demo import encode_image, render_shape
     from zsindex.labels.demo_vocab import COLOR_NAMES, SHAPES
-    from zsindex.synthetic import encode_image, render_shape
 
     rng = np.random.default_rng(0)
     out = []

@@ -3,7 +3,7 @@
 
 The model is loaded with ``open_clip.create_model_and_transforms("local-dir:<dir>")`` and its own
 tokenizer (``open_clip.get_tokenizer("local-dir:<dir>")``). Fresh images are rendered with
-:mod:`zsindex.synthetic` from a seed different from training's, at sizes from 64 to 512 px, saved
+:mod:`zsindex.demo` from a seed different from training's, at sizes from 64 to 512 px, saved
 as PNG and JPEG files, reloaded from disk with PIL and passed through the model's own preprocess.
 Class prompts use templates that never occur in the training captions.
 
@@ -28,19 +28,16 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from tiny_captions import COLOR_TEMPLATES, COMBO_TEMPLATES, HELD_OUT_COMBOS, SHAPE_TEMPLATES
 
-from zsindex.labels.demo_vocab import COLOR_NAMES, SHAPES
-from zsindex.synthetic import (
-    COLOR_TEMPLATES,
-    COMBO_TEMPLATES,
+from zsindex.demo import (
     EVAL_COLOR_TEMPLATES,
     EVAL_TEMPLATES,
-    HELD_OUT_COMBOS,
-    SHAPE_TEMPLATES,
     all_combos,
     encode_image,
     render_shape,
 )
+from zsindex.labels.demo_vocab import COLOR_NAMES, SHAPES
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "zsindex" / "models" / "zsindex-tiny"
 

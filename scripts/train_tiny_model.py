@@ -3,11 +3,11 @@
 
 The model is a standard open_clip ``CLIP`` (ViT image tower, causal text transformer with the
 standard 49408-token BPE vocabulary and 77-token context) built from a small config dict, trained
-contrastively on images from :mod:`zsindex.synthetic` with varied captions (colour+shape,
-shape-only, colour-only). Because several captions in a batch describe the same image content, the
-loss uses soft multi-positive targets: caption ``j`` is a positive of image ``i`` whenever it is a
-true description of it. Some colour+shape combinations (``HELD_OUT_COMBOS``) never get a
-colour+shape caption, to measure composition.
+contrastively on images from :mod:`zsindex.demo` with varied captions (colour+shape,
+shape-only, colour-only; see ``tiny_captions.py`` beside this script). Because several captions in
+a batch describe the same image content, the loss uses soft multi-positive targets: caption ``j``
+is a positive of image ``i`` whenever it is a true description of it. Some colour+shape
+combinations (``HELD_OUT_COMBOS``) never get a colour+shape caption, to measure composition.
 
 Output: ``open_clip_config.json`` (``model_cfg`` + ``preprocess_cfg``) and
 ``open_clip_model.safetensors`` in ``--out``, loadable with
@@ -39,17 +39,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tiny_captions import HELD_OUT_COMBOS, sample_caption
 
-from zsindex.labels.demo_vocab import COLOR_NAMES, SHAPES
-from zsindex.synthetic import (
+from zsindex.demo import (
     EVAL_COLOR_TEMPLATES,
     EVAL_TEMPLATES,
-    HELD_OUT_COMBOS,
     all_combos,
     encode_image,
     render_shape,
-    sample_caption,
 )
+from zsindex.labels.demo_vocab import COLOR_NAMES, SHAPES
 
 # Words never used as random filler tokens: the vocabulary itself, other colour and shape words
 # (a filler "blue" in a caption of a red circle would teach the model to ignore colour words),

@@ -10,7 +10,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from zsindex.synthetic import write_image_folder
+from zsindex.demo import write_image_folder
 
 SIZES = (64, 160, 384)
 

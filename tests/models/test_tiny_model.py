@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from zsindex.demo import EVAL_COLOR_TEMPLATES, EVAL_TEMPLATES, write_image_folder
 from zsindex.encoders import tiny_model_dir
 from zsindex.labels.demo_vocab import COLOR_NAMES, SHAPES
-from zsindex.synthetic import EVAL_COLOR_TEMPLATES, EVAL_TEMPLATES, write_image_folder
 
 SIZES = (64, 128, 256, 512)
 FORMATS = ("png", "jpeg")

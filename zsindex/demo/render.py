@@ -1,4 +1,4 @@
-"""Deterministic renderer of the synthetic image–caption world of ``zsindex-tiny``.
+"""Deterministic renderer of the synthetic shapes world of ``zsindex-tiny``.
 
 Every image shows ONE solid shape (see :data:`zsindex.labels.demo_vocab.SHAPES`) of a named colour
 (see :data:`zsindex.labels.demo_vocab.COLORS`) at a varied size, position and rotation, on a plain
@@ -6,10 +6,11 @@ or lightly noisy grey/pastel background that always stays clearly distinct from 
 The shade of the colour is jittered around its reference RGB, so a colour name means "a person's
 idea of that colour", robust to shade.
 
-The same renderer produces the training data of ``scripts/train_tiny_model.py``, the evaluation
-images of ``scripts/eval_tiny_model.py`` and the images of ``zsindex demo`` and the tests. All
-randomness comes from the :class:`numpy.random.Generator` passed in, so a seed reproduces images
-exactly. Only Pillow and numpy are used (no torch).
+The same renderer produces the training data of ``scripts/train_tiny_model.py`` (whose captions
+are ``scripts/tiny_captions.py``), the evaluation images of ``scripts/eval_tiny_model.py`` and the
+images of ``zsindex demo`` and the tests. All randomness comes from the
+:class:`numpy.random.Generator` passed in, so a seed reproduces images exactly. Only Pillow and
+numpy are used (no torch).
 """
 
 from __future__ import annotations
@@ -26,76 +27,17 @@ from PIL import Image, ImageDraw
 
 from zsindex.labels.demo_vocab import COLOR_NAMES, COLORS, SHAPES
 
-#: Colour–shape combinations never shown with a colour+shape caption during training (images of
-#: them do appear with shape-only and colour-only captions); used to measure composition.
-HELD_OUT_COMBOS: tuple[tuple[str, str], ...] = (
-    ("red", "star"),
-    ("blue", "ring"),
-    ("white", "triangle"),
-    ("orange", "square"),
-)
-
-#: Caption templates naming colour and shape; ``{c}`` is the colour, ``{s}`` the shape and
-#: ``{a}`` the article ("a"/"an") before the colour.
-COMBO_TEMPLATES: tuple[str, ...] = (
-    "a photo of {a} {c} {s}.",
-    "{a} {c} {s}",
-    "{a} {c} {s}.",
-    "a drawing of {a} {c} {s}.",
-    "a photo of the {c} {s}.",
-    "the {c} {s}",
-    "{c} {s}",
-    "a sketch of {a} {c} {s}.",
-    "{a} {c} {s} on a plain background.",
-    "this is {a} {c} {s}.",
-    "a {s} that is {c}.",
-    "a {c} colored {s}",
-    "a {s} in {c}",
-)
-
-#: Caption templates naming the shape alone (``{s}``; ``{a}`` is its article).
-SHAPE_TEMPLATES: tuple[str, ...] = (
-    "{a} {s}",
-    "{a} {s}.",
-    "a photo of {a} {s}.",
-    "a drawing of {a} {s}.",
-    "the {s}",
-    "{s}",
-    "a sketch of {a} {s}.",
-    "this is {a} {s}.",
-    "a {s} shape",
-    "{a} {s} on a plain background.",
-)
-
-#: Caption templates naming the colour alone (``{c}``; ``{a}`` is its article).
-COLOR_TEMPLATES: tuple[str, ...] = (
-    "something {c}",
-    "something {c}.",
-    "{a} {c} object",
-    "{a} {c} shape.",
-    "a photo of something {c}.",
-    "the colour {c}",
-    "the color {c}.",
-    "{c}",
-    "an object that is {c}.",
-    "a drawing of something {c}.",
-    "it is {c}.",
-)
-
-#: Prompt templates NOT used in training, for zero-shot evaluation of shapes and colour+shape
-#: labels (``{}`` is the label, e.g. ``"circle"`` or ``"red circle"``).
-EVAL_TEMPLATES: tuple[str, ...] = (
-    "an image of a {}.",
-    "a picture showing a {}.",
-    "a rendering of a {}.",
-)
-
-#: Prompt templates NOT used in training, for zero-shot evaluation of colour labels.
-EVAL_COLOR_TEMPLATES: tuple[str, ...] = (
-    "an image of something {}.",
-    "a picture showing something {}.",
-    "a rendering of something {}.",
-)
+__all__ = [
+    "Sample",
+    "all_combos",
+    "check_combo",
+    "encode_image",
+    "jitter_color",
+    "pick_background",
+    "render_dataset",
+    "render_shape",
+    "write_image_folder",
+]
 
 _GREY_RANGE = (40, 235)
 _MIN_BG_DISTANCE = 110.0
@@ -121,7 +63,8 @@ def all_combos() -> list[tuple[str, str]]:
     return [(c, s) for c in COLOR_NAMES for s in SHAPES]
 
 
-def _check(shape: str, color: str) -> None:
+def check_combo(shape: str, color: str) -> None:
+    """Raise :class:`ValueError` unless ``shape`` and ``color`` are in the vocabulary."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
     if color not in COLORS:
@@ -264,7 +207,7 @@ def render_shape(
     Returns:
         An RGB image of ``size`` × ``size`` pixels.
     """
-    _check(shape, color)
+    check_combo(shape, color)
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
     fg = jitter_color(color, rng)
@@ -284,92 +227,6 @@ def render_shape(
         img += rng.standard_normal(size=img.shape, dtype=np.float32) * np.float32(sigma)
     img += np.float32(0.5)  # round half up on the cast below
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
-
-
-def _article(word: str, rng: np.random.Generator | None) -> str:
-    proper = "an" if word[0] in "aeiou" else "a"
-    # Prompts such as "a photo of a {}." put "a" before every label, so "a orange" is seen too.
-    if proper == "an" and rng is not None and rng.random() < 0.3:
-        return "a"
-    return proper
-
-
-def _fill(
-    template: str, shape: str | None, color: str | None, rng: np.random.Generator | None
-) -> str:
-    if "{a} {c}" in template and color is not None:
-        art = _article(color, rng)
-    elif "{a} {s}" in template and shape is not None:
-        art = _article(shape, rng)
-    else:
-        art = "a"
-    return template.format(a=art, c=color or "", s=shape or "")
-
-
-def captions_for(
-    shape: str,
-    color: str,
-    rng: np.random.Generator | None = None,
-    *,
-    include_combo: bool = True,
-) -> list[str]:
-    """Return every caption that truthfully describes an image of ``color`` ``shape``.
-
-    Args:
-        shape: A shape name from ``SHAPES``.
-        color: A colour name from ``COLORS``.
-        rng: If given, the list is shuffled with it and some "an" articles become "a".
-        include_combo: Include the captions naming both colour and shape (training leaves them
-            out for :data:`HELD_OUT_COMBOS`).
-
-    Returns:
-        Colour+shape captions (when ``include_combo``), then shape-only and colour-only captions
-        (shuffled together when ``rng`` is given).
-    """
-    _check(shape, color)
-    caps = [_fill(t, shape, color, rng) for t in COMBO_TEMPLATES] if include_combo else []
-    caps += [_fill(t, shape, None, rng) for t in SHAPE_TEMPLATES]
-    caps += [_fill(t, None, color, rng) for t in COLOR_TEMPLATES]
-    if rng is not None:
-        rng.shuffle(caps)
-    return caps
-
-
-def sample_caption(
-    shape: str,
-    color: str,
-    rng: np.random.Generator,
-    *,
-    kind: str | None = None,
-) -> tuple[str, str | None, str | None]:
-    """Sample one caption for an image of ``color`` ``shape``.
-
-    Args:
-        shape: A shape name from ``SHAPES``.
-        color: A colour name from ``COLORS``.
-        rng: Source of randomness.
-        kind: ``"combo"``, ``"shape"`` or ``"color"``; by default combo half of the time, else
-            shape-only or colour-only. Held-out combos never get a combo caption by default.
-
-    Returns:
-        ``(caption, shape_or_None, color_or_None)``: the caption and the attributes it names.
-    """
-    _check(shape, color)
-    if kind is None:
-        u = rng.random()
-        kind = "combo" if u < 0.5 else ("shape" if u < 0.75 else "color")
-        if kind == "combo" and (color, shape) in HELD_OUT_COMBOS:
-            kind = "shape" if rng.random() < 0.5 else "color"
-    if kind == "combo":
-        t = COMBO_TEMPLATES[int(rng.integers(len(COMBO_TEMPLATES)))]
-        return _fill(t, shape, color, rng), shape, color
-    if kind == "shape":
-        t = SHAPE_TEMPLATES[int(rng.integers(len(SHAPE_TEMPLATES)))]
-        return _fill(t, shape, None, rng), shape, None
-    if kind == "color":
-        t = COLOR_TEMPLATES[int(rng.integers(len(COLOR_TEMPLATES)))]
-        return _fill(t, None, color, rng), None, color
-    raise ValueError(f"kind must be 'combo', 'shape' or 'color', got {kind!r}")
 
 
 def encode_image(image: Image.Image, fmt: str, quality: int = 85) -> bytes:
