@@ -42,18 +42,25 @@ def load_current(store: Store, name: str, settings: Settings) -> LoadedLabelSet:
     """Load ``name``'s current version (cache first, else SQL and then fill the cache), served
     by the index that the device and the index setting choose."""
     loaded = _load_exact(store, name, settings)
-    return replace(loaded, index=serving_index(loaded.index, settings))
+    serving = serving_index(loaded, settings)
+    if serving is loaded.index:
+        return loaded
+    return replace(loaded, index=serving, host_matrix=loaded.matrix)
 
 
-def serving_index(exact: SearchIndex, settings: Settings) -> SearchIndex:
+def serving_index(loaded: LoadedLabelSet, settings: Settings) -> SearchIndex:
     """The index that serves a loaded matrix: exact on CPU, on the GPU where the device allows,
     approximate only when ``ZSINDEX_INDEX`` asks (see :func:`zsindex.index.choose_index`)."""
     from zsindex.index.choice import choose_index
 
+    exact = loaded.index
     if settings.index == "exact" and settings.device == "cpu":
         return exact  # the loaded CPU index itself: nothing to build
-    matrix = exact.matrix  # type: ignore[attr-defined]  # every loaded exact index has one
-    return choose_index(matrix, device=settings.device, spec=settings.index)
+    index = choose_index(
+        loaded.matrix, device=settings.device, spec=settings.index, check_finite=False
+    )
+    # On CPU the choice is the exact index already loaded: keep it (its fp32 copy included).
+    return exact if index.backend == exact.backend and index.spec == exact.spec else index
 
 
 def _load_exact(store: Store, name: str, settings: Settings) -> LoadedLabelSet:

@@ -29,6 +29,8 @@ class LoadedLabelSet:
         tree: the tree over rows (``None`` for a flat set).
         index: search index over all rows (``index.matrix`` rows are ``names`` rows).
         order: original registration position of each row.
+        host_matrix: the rows in host memory when the index keeps its own copy elsewhere (a
+            GPU); ``None`` when the index is the CPU exact index itself.
     """
 
     record: VersionRecord
@@ -36,6 +38,7 @@ class LoadedLabelSet:
     tree: Tree | None
     index: SearchIndex
     order: np.ndarray = field(repr=False)
+    host_matrix: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -60,8 +63,11 @@ class LoadedLabelSet:
 
     @property
     def matrix(self) -> np.ndarray:
-        """fp32 (or fp16) rows ``[N, dim]`` the index searches."""
-        return self.index.matrix  # type: ignore[attr-defined]
+        """fp32 (or fp16) rows ``[N, dim]`` in host memory (tree modes score them directly)."""
+        if self.host_matrix is not None:
+            return self.host_matrix
+        matrix: np.ndarray = getattr(self.index, "matrix")  # noqa: B009 - CPU indexes have one
+        return matrix
 
     @property
     def logit_scale(self) -> float:
