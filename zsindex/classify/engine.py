@@ -11,6 +11,7 @@ from zsindex.errors import InvalidInputError
 from zsindex.options import DEFAULT_BEAM, ClassifyOptions
 from zsindex.results import ClassificationResult, PathStep, Prediction
 
+
 def check_embeddings(emb: np.ndarray, dim: int) -> np.ndarray:
     """float32 ``[Q, dim]`` unit rows from user-given embeddings (clear errors otherwise)."""
     arr = np.asarray(emb)
@@ -29,7 +30,7 @@ def check_embeddings(emb: np.ndarray, dim: int) -> np.ndarray:
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     if (norms == 0).any():
         raise InvalidInputError("an embedding is all zeros")
-    return arr / norms
+    return np.asarray(arr / norms)
 
 
 def classify_embeddings(
@@ -99,7 +100,7 @@ def classify_embeddings(
 
 def _node_scores(loaded: LoadedLabelSet, q: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     rows = loaded.matrix[nodes]
-    return rows.astype(np.float32) @ q
+    return np.asarray(rows.astype(np.float32) @ q)
 
 
 def _flat(

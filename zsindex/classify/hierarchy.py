@@ -80,13 +80,13 @@ def _scores(emb: np.ndarray, matrix: np.ndarray, rows: slice | np.ndarray) -> np
     block = matrix[rows]
     if block.dtype != np.float32:
         block = block.astype(np.float32)
-    return emb @ block.T
+    return np.asarray(emb @ block.T)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     m = logits.max(axis=-1, keepdims=True)
     shifted = logits - m
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)))
 
 
 def _prefix(tree: Tree, within: int | None) -> tuple[list[int], list[float]]:

@@ -103,7 +103,7 @@ class Tree:
     @cached_property
     def is_leaf(self) -> np.ndarray:
         starts, ends = self.child_ranges
-        return ends == starts
+        return np.asarray(ends == starts)
 
     @cached_property
     def leaves(self) -> np.ndarray:

@@ -163,5 +163,5 @@ def model_image_size(model: Any) -> int | None:
     if isinstance(size, int):
         return size
     if isinstance(size, (tuple, list)) and size and all(isinstance(s, int) for s in size):
-        return max(size)
+        return int(max(size))
     return None

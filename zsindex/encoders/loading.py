@@ -103,7 +103,7 @@ def get_tokenizer(source: str) -> Callable[..., Any]:
     import open_clip
 
     try:
-        tok = open_clip.get_tokenizer(source)
+        built: Callable[..., Any] = open_clip.get_tokenizer(source)
     except Exception as exc:
         raise ModelError(
             f"cannot build the tokenizer of {source!r} ({type(exc).__name__}: "
@@ -111,9 +111,9 @@ def get_tokenizer(source: str) -> Callable[..., Any]:
             "and their files cached or a network connection"
         ) from None
     with _LOCK:
-        _TOKENIZERS[source] = tok
+        _TOKENIZERS[source] = built
         _STATS["tokenizers_built"] += 1
-    return tok
+    return built
 
 
 def _build(resolved: ResolvedModel, device: str) -> LoadedModel:

@@ -215,14 +215,16 @@ def _tree_block(
     nodes = x.shape[0] if node_row is None else node_row.shape[0]
     if queries is None:
         # Views, not copies: the gathers below read whole rows through the stride.
-        q, k, v = _projected(x, block.ln_1, weight, bias).split(width, dim=-1)
+        q, k, v = torch.split(_projected(x, block.ln_1, weight, bias), width, dim=-1)
         q_row = node_row  # a node's query is its row's
         out_pos = None  # outputs for every node, in node order
         residual = x if node_row is None else x[node_row]
     else:
-        k, v = _projected(
-            x, block.ln_1, weight[width:], None if bias is None else bias[width:]
-        ).split(width, dim=-1)
+        k, v = torch.split(
+            _projected(x, block.ln_1, weight[width:], None if bias is None else bias[width:]),
+            width,
+            dim=-1,
+        )
         residual = x[queries if node_row is None else node_row[queries]]
         q = F.linear(block.ln_1(residual), weight[:width], None if bias is None else bias[:width])
         out_pos = torch.full((nodes,), -1, dtype=torch.int64, device=x.device)

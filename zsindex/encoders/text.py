@@ -129,7 +129,7 @@ def encode_label_prompts(
         vecs = prompt_emb[idx[:, 0]] if count == 1 else prompt_emb[idx].mean(axis=1)
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
         if len(groups) == 1:  # every label in order
-            return vecs
+            return np.asarray(vecs)
         if out is None:
             out = np.empty((len(label_prompt_ids), prompt_emb.shape[1]), dtype=np.float32)
         out[np.array(rows, dtype=np.int64)] = vecs

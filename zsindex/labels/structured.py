@@ -70,7 +70,7 @@ def load_json(content: str, source: str) -> object:
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_BaseLoader):
+class _Loader(_BaseLoader):  # type: ignore[misc]  # CSafeLoader or SafeLoader, chosen at run time
     """Safe YAML loader that rejects duplicate mapping keys."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:

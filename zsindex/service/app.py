@@ -29,8 +29,9 @@ from zsindex import __version__
 from zsindex.config import Settings
 from zsindex.service import routes_classify, routes_labelsets, routes_ops
 from zsindex.service.auth import KeyChecker
-from zsindex.service.batching import BatchingConfig, MicroBatcher
+from zsindex.service.batching import MicroBatcher
 from zsindex.service.errors import install_error_handlers
+from zsindex.settings_types import BatchingConfig
 from zsindex.service.limits import BodySizeLimitMiddleware, ConcurrencyLimiter, ServiceLimits
 from zsindex.service.metrics import MetricsMiddleware, ServiceMetrics
 from zsindex.service.schemas import ClassifyJsonRequest, ClassifyMultipartRequest
