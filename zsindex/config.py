@@ -310,4 +310,4 @@ class Settings:
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced (``None`` values are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]  # dataclasses.replace takes the fields' own types

@@ -20,6 +20,7 @@ from zsindex.store.repository import Store
 from zsindex.store.text_cache import SqlTextEmbeddingCache
 
 if TYPE_CHECKING:
+    from zsindex.encoders.info import ModelInfo
     from zsindex.encoders.text import TextRuntime
 
 log = logging.getLogger(__name__)
@@ -27,16 +28,16 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 
-def model_spec(info: object) -> ModelSpec:
+def model_spec(info: ModelInfo) -> ModelSpec:
     """Store-side model identity from an encoder ``ModelInfo``."""
     return ModelSpec(
-        name=info.name,  # type: ignore[attr-defined]
-        pretrained=info.pretrained,  # type: ignore[attr-defined]
-        weights_sha256=info.weights_sha256,  # type: ignore[attr-defined]
-        dim=info.dim,  # type: ignore[attr-defined]
-        logit_scale=info.logit_scale,  # type: ignore[attr-defined]
-        logit_bias=info.logit_bias,  # type: ignore[attr-defined]
-        context_length=info.context_length,  # type: ignore[attr-defined]
+        name=info.name,
+        pretrained=info.pretrained,
+        weights_sha256=info.weights_sha256,
+        dim=info.dim,
+        logit_scale=info.logit_scale,
+        logit_bias=info.logit_bias,
+        context_length=info.context_length,
     )
 
 

@@ -8,6 +8,7 @@ import click
 
 from zsindex.cli.context import CliState
 from zsindex.cli.output import info, print_table
+from zsindex.results import ClassificationResult
 
 DEMO_SETS = ("shapes", "colors", "shape-tree")
 SAMPLES = (
@@ -22,8 +23,8 @@ SAMPLES = (
 )
 
 
-def _top(result: object, n: int = 3) -> str:
-    preds = result.predictions[:n]  # type: ignore[attr-defined]
+def _top(result: ClassificationResult, n: int = 3) -> str:
+    preds = result.predictions[:n]
     return ", ".join(f"{p.label} {p.probability:.0%}" for p in preds)
 
 

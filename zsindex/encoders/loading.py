@@ -146,7 +146,7 @@ def _build(resolved: ResolvedModel, device: str) -> LoadedModel:
     model.to(device)
     model.eval()
     visual = getattr(model, "visual", None)
-    preprocess = image_transform_v2(PreprocessCfg(**visual.preprocess_cfg), is_train=False)  # type: ignore[union-attr]
+    preprocess = image_transform_v2(PreprocessCfg(**visual.preprocess_cfg), is_train=False)  # type: ignore[union-attr]  # open_clip's visual tower attributes are untyped
     return LoadedModel(
         model=model,
         preprocess=preprocess,

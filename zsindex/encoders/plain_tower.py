@@ -161,7 +161,7 @@ class PlainTransformer(nn.Module):
         self.resblocks = nn.ModuleList(blocks)
 
     def get_cast_dtype(self) -> torch.dtype:
-        return self.resblocks[0].mlp.c_fc.weight.dtype  # type: ignore[union-attr,return-value]
+        return self.resblocks[0].mlp.c_fc.weight.dtype  # type: ignore[union-attr,return-value]  # nn.Module attributes are typed as Tensor | Module
 
 
 class PlainTextModel(nn.Module):
@@ -195,7 +195,7 @@ class PlainTextModel(nn.Module):
             transformer=self.transformer,
             ln_final=self.ln_final,
             text_projection=self.text_projection,
-            attn_mask=self.attn_mask,  # type: ignore[arg-type]
+            attn_mask=self.attn_mask,  # type: ignore[arg-type]  # nn.Module attributes are typed as Tensor | Module
             pool_type="argmax",
             eos_id=None,
             plain_blocks=blocks,

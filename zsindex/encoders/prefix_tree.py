@@ -153,7 +153,7 @@ def encode_prefix_tree(tower: TrimmableTower, tokens: torch.Tensor) -> torch.Ten
     device = tokens.device
     lengths = (pool_indices(tokens, tower) + 1).cpu().numpy()
     tree = build_prefix_tree(tokens.cpu().numpy(), lengths)
-    cast_dtype = tower.transformer.get_cast_dtype()  # type: ignore[operator]
+    cast_dtype = tower.transformer.get_cast_dtype()  # type: ignore[operator]  # open_clip's module attributes are untyped
     depth_of = np.repeat(np.arange(len(tree.ancestors)), np.diff(tree.level_starts))
     # The first block's input depends only on (token, depth): ~20x fewer distinct pairs than
     # nodes in a taxonomy. Its normalisation and q/k/v projection run once per pair.

@@ -155,7 +155,7 @@ def encode_trimmed(tower: TrimmableTower, tokens: torch.Tensor) -> torch.Tensor:
     from open_clip.transformer import text_global_pool
 
     length = tokens.shape[1]
-    cast_dtype = tower.transformer.get_cast_dtype()  # type: ignore[operator]
+    cast_dtype = tower.transformer.get_cast_dtype()  # type: ignore[operator]  # open_clip's module attributes are untyped
     x = tower.token_embedding(tokens).to(cast_dtype)
     x = x + tower.positional_embedding[:length].to(cast_dtype)
     x = tower.transformer(x, attn_mask=tower.attn_mask[:length, :length])
@@ -169,6 +169,6 @@ def encode_trimmed(tower: TrimmableTower, tokens: torch.Tensor) -> torch.Tensor:
 
 def encode_full(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """L2-normalised text features through the model's own ``encode_text`` (full context)."""
-    out = model.encode_text(tokens, normalize=True)  # type: ignore[operator]
+    out = model.encode_text(tokens, normalize=True)  # type: ignore[operator]  # open_clip's module attributes are untyped
     assert isinstance(out, torch.Tensor)
     return out

@@ -51,7 +51,7 @@ def _read_exactly(stream: IO[bytes], n: int) -> bytearray:
     view = memoryview(buf)
     got = 0
     while got < n:
-        chunk = stream.readinto(view[got:])  # type: ignore[attr-defined]
+        chunk = stream.readinto(view[got:])  # type: ignore[attr-defined]  # pipes opened in binary mode have readinto
         if not chunk:
             raise EOFError
         got += chunk

@@ -36,7 +36,7 @@ def crc_chunks(buf: memoryview) -> list[int]:
 def as_bytes_view(arr: np.ndarray) -> memoryview:
     """A flat byte view of ``arr`` (C order)."""
     flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-    return memoryview(flat)  # type: ignore[arg-type]
+    return memoryview(flat)  # type: ignore[arg-type]  # a contiguous numpy array supports the buffer protocol
 
 
 def encode_extra(name: str, value: Extra) -> tuple[np.ndarray, str]:

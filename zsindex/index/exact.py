@@ -264,7 +264,7 @@ class ExactIndex:
         res = blocked_pass(
             q,
             target.total,
-            source,  # type: ignore[arg-type]
+            source,  # type: ignore[arg-type]  # a memory map or an array: both index like arrays
             k=min(k, target.total),
             scale=scale,
             want_topk=want_topk,

@@ -165,7 +165,7 @@ class IndexSpec:
         if kind == "hnsw":
             params.setdefault("m", 32)
             params.setdefault("ef_construction", 80)
-        return cls(kind=kind, storage=storage, params=params)  # type: ignore[arg-type]
+        return cls(kind=kind, storage=storage, params=params)  # type: ignore[arg-type]  # the Literal values are checked while parsing
 
     def canonical(self) -> str:
         """A stable string for this spec (cache keys, logs): ``ivf:nlist=1024,sq8``."""

@@ -281,7 +281,7 @@ class LabelSetSpec:
     def text_of(self, i: int) -> str:
         """The text templates are filled with for node ``i`` (its ``text``, else its name)."""
         if self.texts is not None and self.texts[i] is not None:
-            return self.texts[i]  # type: ignore[return-value]
+            return self.texts[i]  # type: ignore[return-value]  # texts[i] is set wherever texts is not None
         return self.names[i]
 
     def effective_templates(self, override: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -301,7 +301,7 @@ class LabelSetSpec:
             The node's own prompts if it has any, else its text filled into each template.
         """
         if self.prompts is not None and self.prompts[i]:
-            return self.prompts[i]  # type: ignore[return-value]
+            return self.prompts[i]  # type: ignore[return-value]  # prompts[i] is checked non-None just above
         text = self.text_of(i)
         return tuple(fill_template(t, text) for t in self.effective_templates(templates))
 

@@ -240,7 +240,7 @@ def _nested_tree(
         names.append(key)
         parents.append(parent)
         prompts.append(tuple(node_prompts) if node_prompts else None)
-        texts.append(text)  # type: ignore[arg-type]
-        ranks.append(rank)  # type: ignore[arg-type]
+        texts.append(text)  # type: ignore[arg-type]  # None only where the column is absent
+        ranks.append(rank)  # type: ignore[arg-type]  # None only where the column is absent
         stack.extend(reversed(entries(children, index)))
     return {"names": names, "parents": parents, "prompts": prompts, "texts": texts, "ranks": ranks}

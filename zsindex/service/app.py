@@ -31,10 +31,10 @@ from zsindex.service import routes_classify, routes_labelsets, routes_ops
 from zsindex.service.auth import KeyChecker
 from zsindex.service.batching import MicroBatcher
 from zsindex.service.errors import install_error_handlers
-from zsindex.settings_types import BatchingConfig
 from zsindex.service.limits import BodySizeLimitMiddleware, ConcurrencyLimiter, ServiceLimits
 from zsindex.service.metrics import MetricsMiddleware, ServiceMetrics
 from zsindex.service.schemas import ClassifyJsonRequest, ClassifyMultipartRequest
+from zsindex.settings_types import BatchingConfig
 
 if TYPE_CHECKING:
     from zsindex.local import LocalBackend
@@ -117,7 +117,7 @@ def _install_openapi(app: FastAPI) -> None:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI documents replacing app.openapi
 
 
 def create_app(

@@ -41,7 +41,7 @@ def _rows(version_id: int, labels: LabelColumns) -> Iterator[tuple[Any, ...]]:
 def driver_cursor(conn: Connection) -> Iterator[tuple[Any, str]]:
     """The DB-API cursor under ``conn`` (inside its transaction) and the driver's parameter
     mark (``%s`` for psycopg, ``?`` for sqlite3)."""
-    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]  # a DBAPI connection is always open here
     try:
         yield cur, "%s" if conn.dialect.name == "postgresql" else "?"
     finally:
