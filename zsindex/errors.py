@@ -122,6 +122,15 @@ class OverloadedError(ZsindexError):
     http_status = 503
 
 
+class TransportError(ZsindexError):
+    """The HTTP client could not talk to the service: connection refused or reset, a protocol
+    error, no answer in time, or an answer that is not the service's (a proxy's page, a
+    redirect). Raised by the remote client only; the request may or may not have run."""
+
+    code = "transport_error"
+    http_status = 502
+
+
 ERRORS_BY_CODE: dict[str, type[ZsindexError]] = {
     cls.code: cls
     for cls in (
@@ -140,5 +149,6 @@ ERRORS_BY_CODE: dict[str, type[ZsindexError]] = {
         CacheError,
         AuthError,
         OverloadedError,
+        TransportError,
     )
 }

@@ -1,101 +1,59 @@
-"""``HttpBackend``: the :class:`~zsindex.client.Backend` protocol over the HTTP API.
+"""``HttpBackend``: the :class:`~zsindex.backend.Backend` protocol over the HTTP API.
 
-``Client(base_url, api_key=...)`` uses it. Error answers (``{"code", "message"}``) come back as
-the same :mod:`zsindex.errors` class the server raised, found by ``code`` in ``ERRORS_BY_CODE``.
+``Client(base_url, api_key=...)`` uses it. Every method takes and returns what the in-process
+``LocalBackend`` does and raises the same :mod:`zsindex.errors` classes: error answers
+(``{"code", "message"}``) come back as the class the server raised; a connection that fails, times
+out or answers something that is not zsindex is :class:`~zsindex.errors.TransportError`.
 
-Images given as paths are read *here*, by the client; the server never opens paths or URLs.
-PIL images are sent as PNG bytes. Precomputed embeddings are sent as JSON.
+Inputs are checked here before any request, as in process. Images given as paths or files are
+read *here*, by the client (the server never opens paths or URLs); PIL images are decoded as in
+process (EXIF rotation, RGB) and sent as lossless PNG. Calls larger than one request may carry
+(``GET /v1/limits``) are split into several, answered from one label-set version. The request and
+answer shapes live in :mod:`zsindex.remote_wire`.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
 
+from zsindex import remote_wire as wire
+from zsindex.backend import EmbedInternal, ImageInput
 from zsindex.errors import (
-    ERRORS_BY_CODE,
-    AuthError,
-    ImageError,
+    ConflictError,
     InvalidInputError,
     NotFoundError,
-    OverloadedError,
     PayloadTooLargeError,
-    StoreError,
-    UnsupportedImageFormatError,
+    TransportError,
     ZsindexError,
 )
-from zsindex.results import ClassificationResult, LabelSetInfo
+from zsindex.labels.validate import validate_labelset_name
+from zsindex.options import ClassifyOptions, LabelNames, LabelSource, OnError
+from zsindex.results import ClassificationResult, LabelSetInfo, LabelTree
 
-_BY_STATUS: dict[int, type[ZsindexError]] = {
-    401: AuthError,
-    404: NotFoundError,
-    413: PayloadTooLargeError,
-    415: UnsupportedImageFormatError,
-    422: InvalidInputError,
-    429: OverloadedError,
-    503: OverloadedError,
-}
+if TYPE_CHECKING:
+    from zsindex.encoders.images import ImageSource
+
+Part = tuple[str, bytes, str]
+"""One multipart image: (filename, bytes, content type)."""
 
 
-def _error_from_response(response: httpx.Response) -> ZsindexError:
-    code: str | None = None
-    message = f"HTTP {response.status_code} from {response.request.method} {response.url.path}"
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        if isinstance(data.get("code"), str):
-            code = data["code"]
-        if isinstance(data.get("message"), str):
-            message = data["message"]
-    cls = ERRORS_BY_CODE.get(code) if code else None
-    if cls is None:
-        cls = _BY_STATUS.get(response.status_code)
-    if cls is None:
-        cls = StoreError if response.status_code in (502, 504) else ZsindexError
-    return cls(message)
+class _VersionChanged(Exception):
+    """A request of a split call was answered from another version than the call's first."""
 
 
-def _image_part(item: Any, index: int) -> tuple[str, bytes, str]:
-    """(filename, bytes, content type) of one image given as a path, bytes or a PIL image."""
-    if isinstance(item, str | Path):
-        path = Path(item)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ImageError(f"{item}: no such file") from None
-        except IsADirectoryError:
-            raise ImageError(f"{item}: is a directory, not an image") from None
-        except OSError as exc:
-            raise ImageError(f"{item}: cannot read ({exc.strerror or exc})") from None
-        return str(item), data, "application/octet-stream"
-    if isinstance(item, bytes | bytearray | memoryview):
-        return str(index), bytes(item), "application/octet-stream"
-    from PIL import Image
-
-    if isinstance(item, Image.Image):
-        buf = io.BytesIO()
-        image = item
-        if image.mode not in ("1", "L", "LA", "I", "P", "RGB", "RGBA"):
-            image = image.convert("RGB")
-        image.save(buf, format="PNG")
-        return str(index), buf.getvalue(), "image/png"
-    raise InvalidInputError(
-        f"images[{index}] must be a path, bytes or a PIL image, not {type(item).__name__}"
-    )
-
-
-def _form_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def _same_version(seen: list[int], version: int) -> None:
+    """Record the call's label-set version, or signal that it changed mid-call."""
+    if not seen:
+        seen.append(version)
+    elif seen[0] != version:
+        raise _VersionChanged
 
 
 class HttpBackend:
@@ -103,143 +61,337 @@ class HttpBackend:
 
     Args:
         base_url: URL of a running ``zsindex serve``, e.g. ``http://127.0.0.1:8000``.
-        api_key: sent as ``Authorization: Bearer <key>`` (needed for writes, and for reads when
-            the server requires it). Never put it in a URL.
-        timeout: seconds per request.
+        api_key: sent as ``Authorization: Bearer <key>`` on every request (needed for writes,
+            and for reads where the server requires it); never logged, never in ``repr``.
+        timeout: seconds per request (for a client built here).
+        http: an ``httpx.Client`` to use as it is (its base URL if it has one, else
+            ``base_url``; its transport, proxies and timeouts); it is not closed by
+            :meth:`close`.
+        transport: an ``httpx`` transport for the client built here.
     """
 
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 120.0) -> None:
-        headers = {"Accept": "application/json"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout, follow_redirects=False
-        )
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        *,
+        http: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if http is not None and transport is not None:
+            raise InvalidInputError("give an httpx client or a transport, not both")
+        self._api_key = api_key or None
+        self._timeout: float | None = None
+        self._prefix = ""  # prepended to paths when the given client has no base URL
+        if http is None:
+            self.base_url = wire.check_base_url(base_url)
+            self._timeout = timeout
+            self._http = httpx.Client(
+                base_url=self.base_url, timeout=timeout, transport=transport, follow_redirects=False
+            )
+        elif str(http.base_url):
+            self.base_url = str(http.base_url).rstrip("/")
+            self._http = http
+        else:
+            self.base_url = self._prefix = wire.check_base_url(base_url)
+            self._http = http
+        self._owns_http = http is None
+        self._limits: wire.ServerLimits | None = None
+        self._limits_lock = threading.Lock()
 
     def __repr__(self) -> str:  # never shows the key
         return f"HttpBackend({self.base_url!r})"
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: object = None,
+        content: bytes | None = None,
+        form: dict[str, str] | None = None,
+        files: list[tuple[str, Part]] | None = None,
+    ) -> httpx.Response:
+        headers = {"Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        if content is not None:
+            headers["Content-Type"] = "application/json"
         try:
-            response = self._http.request(method, url, **kwargs)
+            response = self._http.request(
+                method,
+                self._prefix + path,
+                json=json,
+                content=content,
+                data=form,
+                files=files,
+                headers=headers,
+            )
         except httpx.TimeoutException as exc:
-            raise OverloadedError(f"{method} {url} timed out: {exc}") from None
+            within = f" within {self._timeout:g} s" if self._timeout is not None else ""
+            raise TransportError(
+                f"{method} {path} timed out: {self.base_url} did not answer{within} "
+                f"({wire.one_line(exc)})"
+            ) from None
         except httpx.HTTPError as exc:
-            raise StoreError(f"cannot reach zsindex at {self.base_url}: {exc}") from None
-        if response.status_code >= 400:
-            raise _error_from_response(response)
+            message = f"cannot reach zsindex at {self.base_url}: {wire.one_line(exc)}"
+            raise TransportError(message) from None
+        status = response.status_code
+        if status >= 400:
+            raise wire.error_from_response(response)
+        if not 200 <= status < 300:
+            where = response.headers.get("location")
+            raise TransportError(
+                f"{method} {path}: HTTP {status}{f' to {where}' if where else ''} is not an "
+                f"answer of zsindex; give the service's own URL"
+            )
         return response
 
-    def _json(self, method: str, url: str, **kwargs: Any) -> Any:
-        response = self._request(method, url, **kwargs)
+    def _get(self, path: str) -> Any:
+        return self._parse(self._request("GET", path))
+
+    @staticmethod
+    def _parse(response: httpx.Response) -> Any:
         try:
             return response.json()
         except ValueError:
-            raise ZsindexError(f"{method} {url}: the server did not answer JSON") from None
+            request = response.request
+            raise TransportError(
+                f"{request.method} {request.url.path}: the answer is not JSON (is "
+                f"{request.url.host} a zsindex service?)"
+            ) from None
 
     @staticmethod
-    def _path(name: str) -> str:
-        from urllib.parse import quote
-
+    def _read_path(name: str) -> str:
+        """A label set's URL path for a read; a name no label set can have is not found, with
+        the store's own message."""
+        try:
+            validate_labelset_name(name)
+        except InvalidInputError:
+            raise NotFoundError(
+                f"label set {name!r} does not exist (see `zsindex labels list`)"
+            ) from None
         return f"/v1/labelsets/{quote(name, safe='')}"
+
+    @staticmethod
+    def _write_path(name: str) -> str:
+        return f"/v1/labelsets/{quote(validate_labelset_name(name), safe='')}"
+
+    def server_limits(self) -> wire.ServerLimits:
+        """What one request may carry, asked once (an older server's 404: the defaults)."""
+        with self._limits_lock:
+            if self._limits is None:
+                try:
+                    self._limits = wire.ServerLimits.from_json(self._get("/v1/limits"))
+                except NotFoundError:
+                    self._limits = wire.DEFAULT_LIMITS
+            return self._limits
 
     # -- label sets -----------------------------------------------------------------------------
 
-    def add_labelset(self, name: str, **options: Any) -> LabelSetInfo:
-        body: dict[str, Any] = {"name": name}
-        for key, value in options.items():
-            if value is None or (key in ("allow_duplicates", "strict") and value is False):
-                continue
-            if key == "progress":
-                continue  # a local-only option
-            if key == "labels" and isinstance(value, Mapping):
-                value = {str(k): list(v) for k, v in value.items()}
-            elif key == "parents" and isinstance(value, Mapping):
-                value = dict(value)
-            elif isinstance(value, tuple | list):
-                value = list(value)
-            body[key] = value
-        return LabelSetInfo.from_dict(self._json("POST", "/v1/labelsets", json=body))
+    def add_labelset(
+        self,
+        name: str,
+        source: LabelSource,
+        *,
+        templates: Sequence[str] | str | None = None,
+        model: str | None = None,
+        pretrained: str | None = None,
+        strict: bool = False,
+    ) -> LabelSetInfo:
+        validate_labelset_name(name)
+        body = wire.labelset_body(name, source, templates, model, pretrained, strict)
+        return wire.parse_info(self._parse(self._request("POST", "/v1/labelsets", json=body)))
 
-    def import_labelset(self, name: str, **options: Any) -> LabelSetInfo:
-        matrix = np.asarray(options["embeddings"], dtype=np.float32)
-        if matrix.ndim != 2:
-            raise InvalidInputError("embeddings must be a 2-D matrix")
-        names = [str(n) for n in options["names"]]
-        if matrix.shape[0] != len(names) and matrix.shape[1] == len(names):
-            matrix = matrix.T  # given as [dim, N]
-        arr = np.ascontiguousarray(matrix, dtype="<f4")
-        body: dict[str, Any] = {
-            "names": names,
-            "dtype": "float32",
-            "shape": list(arr.shape),
-            "data": base64.b64encode(arr.tobytes()).decode("ascii"),
-        }
-        if options.get("parents") is not None:
-            body["parents"] = list(options["parents"])
-        if options.get("model") is not None:
-            body["model"] = options["model"]
-        if options.get("pretrained") is not None:
-            body["pretrained"] = options["pretrained"]
-        data = self._json("PUT", f"{self._path(name)}/embeddings", json=body)
-        return LabelSetInfo.from_dict(data)
+    def import_labelset(
+        self,
+        name: str,
+        embeddings: np.ndarray,
+        names: LabelNames,
+        *,
+        model: str | None = None,
+        pretrained: str | None = None,
+        embed_internal: EmbedInternal = "mean",
+    ) -> LabelSetInfo:
+        path = f"{self._write_path(name)}/embeddings"
+        body = wire.import_body(embeddings, names, model, pretrained, embed_internal)
+        return wire.parse_info(self._parse(self._request("PUT", path, json=body)))
 
     def labelsets(self) -> list[LabelSetInfo]:
-        return [LabelSetInfo.from_dict(d) for d in self._json("GET", "/v1/labelsets")]
+        return wire.parse_infos(self._get("/v1/labelsets"))
 
     def labelset(self, name: str) -> LabelSetInfo:
-        return LabelSetInfo.from_dict(self._json("GET", self._path(name)))
+        return wire.parse_info(self._get(self._read_path(name)))
 
     def history(self, name: str) -> list[LabelSetInfo]:
-        return [LabelSetInfo.from_dict(d) for d in self._json("GET", f"{self._path(name)}/history")]
+        return wire.parse_infos(self._get(f"{self._read_path(name)}/history"))
 
     def delete_labelset(self, name: str) -> None:
-        self._request("DELETE", self._path(name))
+        self._request("DELETE", self._read_path(name))
 
-    def embeddings(self, name: str) -> tuple[list[Any], np.ndarray]:
-        data = self._json("GET", f"{self._path(name)}/embeddings")
-        rows, cols = (int(x) for x in data["shape"])
-        raw = base64.b64decode(data["data"])
-        matrix = np.frombuffer(raw, dtype="<f4").reshape(rows, cols).astype(np.float32)
-        return list(data["names"]), matrix
+    def embeddings(self, name: str) -> tuple[list[str], np.ndarray]:
+        return wire.parse_embeddings(self._get(f"{self._read_path(name)}/embeddings"))
+
+    def tree(self, name: str) -> LabelTree:
+        return wire.parse_tree(self._get(f"{self._read_path(name)}/tree"))
 
     # -- classification -------------------------------------------------------------------------
 
-    def classify(self, **options: Any) -> list[ClassificationResult]:
-        """``classify(labelset=, images=|embeddings=, image_names=None, k=, mode=, ...)``."""
-        labelset: str = options.pop("labelset")
-        images: Sequence[Any] | None = options.pop("images", None)
-        embeddings: np.ndarray | None = options.pop("embeddings", None)
-        image_names: Sequence[str] | None = options.pop("image_names", None)
+    def classify(
+        self,
+        labelset: str,
+        *,
+        images: Sequence[ImageInput] | None = None,
+        embeddings: np.ndarray | None = None,
+        image_names: Sequence[str] | None = None,
+        options: ClassifyOptions = ClassifyOptions(),  # noqa: B008 - frozen, immutable
+        on_error: OnError = "raise",
+    ) -> list[ClassificationResult]:
+        """Classify images or embeddings; split into requests within the server's limits, all
+        answered from one label-set version (the call is redone once if a new version became
+        current mid-call, then it is a :class:`ConflictError`)."""
         if (images is None) == (embeddings is None):
             raise InvalidInputError("give either images or embeddings, not both or neither")
-        fields = {k: v for k, v in options.items() if v is not None}
-        if embeddings is not None:
-            matrix = np.asarray(embeddings, dtype=np.float32)
-            if matrix.ndim == 1:
-                matrix = matrix[None, :]
-            if matrix.ndim != 2:
-                raise InvalidInputError("embeddings must be a 2-D matrix [n, dim]")
-            if not np.isfinite(matrix).all():
-                raise InvalidInputError("embeddings contain NaN or infinite values")
-            body = {"labelset": labelset, **fields, "embeddings": matrix.tolist()}
-            data = self._json("POST", "/v1/classify", json=body)
-        else:
-            assert images is not None
-            if not images:
+        if images is not None:  # the images' types first, as in process
+            from zsindex.classify.pipeline import as_image_source, image_name
+
+            sources = [as_image_source(x, i) for i, x in enumerate(images)]
+            if not sources:
                 raise InvalidInputError("no images to classify")
-            files = []
-            for i, item in enumerate(images):
-                filename, content, ctype = _image_part(item, i)
-                if image_names is not None:
-                    filename = str(image_names[i])
-                files.append(("images", (filename, content, ctype)))
-            form = {"labelset": labelset, **{k: _form_value(v) for k, v in fields.items()}}
-            data = self._json("POST", "/v1/classify", data=form, files=files)
-        return [ClassificationResult.from_dict(d) for d in data]
+            names = wire.given_names(image_names, len(sources)) or [
+                image_name(x, i) for i, x in enumerate(images)
+            ]
+            self._read_path(labelset)
+        else:  # the label set first, as in process
+            self._read_path(labelset)
+            matrix = self._check_embeddings(labelset, embeddings)
+            names = wire.given_names(image_names, len(matrix)) or [
+                str(i) for i in range(len(matrix))
+            ]
+        for _ in range(2):
+            try:
+                if images is not None:
+                    return self._classify_images(labelset, sources, names, options, on_error)
+                return self._classify_rows(labelset, matrix, names, options, on_error)
+            except _VersionChanged:
+                continue
+        raise ConflictError(f"label set {labelset} changed during the call; retry")
+
+    def _classify_images(
+        self,
+        labelset: str,
+        sources: list[ImageSource],
+        names: list[str],
+        options: ClassifyOptions,
+        on_error: OnError,
+    ) -> list[ClassificationResult]:
+        limits = self.server_limits()
+        budget = limits.body_budget
+        results: dict[int, ClassificationResult | ZsindexError] = {}
+        batch: list[tuple[int, Part]] = []
+        seen: list[int] = []
+
+        def send() -> None:
+            if not batch:
+                return
+            form = wire.classify_form(labelset, options, on_error)
+            files = [("images", part) for _, part in batch]
+            try:
+                response = self._request("POST", "/v1/classify", form=form, files=files)
+            except ZsindexError as exc:
+                message = wire.restore_name(exc.message, [names[i] for i, _ in batch])
+                if message == exc.message:
+                    raise
+                raise type(exc)(message) from None
+            answers = wire.parse_results(self._parse(response), len(batch))
+            _same_version(seen, answers[0].version)
+            for (i, _), answer in zip(batch, answers, strict=True):
+                error = wire.restore_name(answer.error, [names[i]]) if answer.error else None
+                results[i] = replace(answer, image=names[i], error=error)
+            batch.clear()
+
+        size = 0
+        for i, source in enumerate(sources):
+            try:
+                part = wire.encode_image(source, names[i])
+                part_size = wire.image_part_size(part[0], part[1])
+                if part_size > budget:
+                    raise PayloadTooLargeError(
+                        f"{names[i]}: {len(part[1]):,} bytes is more than the server takes in "
+                        f"one request ({limits.max_body_bytes:,} bytes, ZSINDEX_MAX_BODY_BYTES)"
+                    )
+            except ZsindexError as exc:
+                if on_error == "raise":
+                    send()  # an earlier image's error comes first, as in process
+                    raise
+                results[i] = exc
+                continue
+            if batch and (len(batch) >= limits.max_images_per_request or size + part_size > budget):
+                send()
+                size = 0
+            batch.append((i, part))
+            size += part_size
+        send()
+        out: list[ClassificationResult] = []
+        for i, name in enumerate(names):  # an image not sent is reported in its place
+            result = results[i]
+            if isinstance(result, ZsindexError):
+                if not seen:  # nothing was sent: the current version
+                    seen.append(self.labelset(labelset).version)
+                result = wire.error_result(labelset, seen[0], name, result)
+            out.append(result)
+        return out
+
+    def _rows_per_request(self, dim: int) -> int:
+        limits = self.server_limits()
+        by_size = limits.body_budget // wire.embedding_row_bytes(dim)
+        return max(1, min(limits.max_embeddings_per_request, by_size))
+
+    def _check_embeddings(self, labelset: str, embeddings: object) -> np.ndarray:
+        """float32 ``[n, dim]`` rows, checked before any classify request. Where the server
+        would see another shape than the one given (one row given as a vector, a split call) or
+        the shape is wrong, the width is checked here, naming the shape given, as in process."""
+        given, matrix = wire.embedding_rows(embeddings)
+        if (
+            matrix is None
+            or given.ndim == 1
+            or len(matrix) > self._rows_per_request(int(matrix.shape[1]))
+        ):
+            from zsindex.classify.engine import check_embeddings
+
+            check_embeddings(given, self.labelset(labelset).dim)
+        if matrix is None:
+            raise InvalidInputError("embeddings must be a matrix [n, dim]")
+        return matrix
+
+    def _classify_rows(
+        self,
+        labelset: str,
+        matrix: np.ndarray,
+        names: list[str],
+        options: ClassifyOptions,
+        on_error: OnError,
+    ) -> list[ClassificationResult]:
+        step = self._rows_per_request(matrix.shape[1])
+        seen: list[int] = []
+        out: list[ClassificationResult] = []
+        for start in range(0, len(matrix), step):
+            rows = matrix[start : start + step]
+            body = wire.classify_json(labelset, options, on_error, rows)
+            answers = wire.parse_results(
+                self._parse(self._request("POST", "/v1/classify", content=body)), len(rows)
+            )
+            _same_version(seen, answers[0].version)
+            out.extend(replace(a, image=names[start + j]) for j, a in enumerate(answers))
+        return out
 
     def close(self) -> None:
-        self._http.close()
+        """Close the HTTP client built here (a given ``http`` client stays open)."""
+        if self._owns_http:
+            self._http.close()
+
+
+__all__ = ["HttpBackend"]

@@ -21,6 +21,7 @@ from zsindex.errors import (
     OverloadedError,
     PayloadTooLargeError,
     StoreError,
+    TransportError,
     UnsupportedImageFormatError,
 )
 from zsindex.remote import HttpBackend
@@ -113,19 +114,23 @@ def test_overloaded_and_unreachable(live, backend_under_test: RecordingBackend) 
         c.classify([png_bytes()], labelset="colors")
     port = server.port
     server.stop()
-    with Client(f"http://127.0.0.1:{port}", timeout=2) as gone, pytest.raises(StoreError):
+    with Client(f"http://127.0.0.1:{port}", timeout=2) as gone, pytest.raises(TransportError):
         gone.labelsets()
 
 
 def test_non_json_error_falls_back_to_status() -> None:
     import httpx
 
-    from zsindex.remote import _error_from_response
+    from zsindex.remote_wire import error_from_response as _error_from_response
 
     request = httpx.Request("GET", "http://x/v1/labelsets")
     err = _error_from_response(httpx.Response(404, text="nope", request=request))
     assert isinstance(err, NotFoundError)
     err = _error_from_response(httpx.Response(502, text="bad gateway", request=request))
+    assert isinstance(err, TransportError)  # a proxy's answer: the service was not reached
+    err = _error_from_response(
+        httpx.Response(503, json={"code": "store_unavailable", "message": "db"}, request=request)
+    )
     assert isinstance(err, StoreError)
     err = _error_from_response(
         httpx.Response(409, json={"code": "conflict", "message": "busy"}, request=request)
