@@ -33,8 +33,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from zsindex.options import LabelSource
 
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 
@@ -116,8 +120,13 @@ SHAPES = {"tree": write_taxonomy, "random-paths": write_random_paths}
 
 
 def bench_taxonomy(tmp: Path, taxa: int, shape: str = "tree") -> dict[str, float | str]:
+    from zsindex.cli.files import label_file
     from zsindex.config import Settings
     from zsindex.local import LocalBackend
+
+    def taxonomy(path: Path) -> LabelSource:
+        """What ``zsindex labels add --file PATH --format taxonomy-csv`` hands the backend."""
+        return label_file(path, "taxonomy-csv", node_text="name", allow_duplicates=False)
 
     csv = tmp / f"taxonomy-{shape}.csv"
     SHAPES[shape](csv, taxa)
@@ -127,7 +136,7 @@ def bench_taxonomy(tmp: Path, taxa: int, shape: str = "tree") -> dict[str, float
     db = home / "zsindex.sqlite3"
     size0 = db.stat().st_size
     start = time.perf_counter()
-    info = backend.add_labelset("taxa", file=csv, format="taxonomy-csv", templates="photo")
+    info = backend.add_labelset("taxa", taxonomy(csv), templates="photo")
     first = time.perf_counter() - start
     size1 = db.stat().st_size + (
         db.with_name(db.name + "-wal").stat().st_size
@@ -135,14 +144,14 @@ def bench_taxonomy(tmp: Path, taxa: int, shape: str = "tree") -> dict[str, float
         else 0
     )
     start = time.perf_counter()
-    backend.add_labelset("taxa2", file=csv, format="taxonomy-csv", templates="photo")
+    backend.add_labelset("taxa2", taxonomy(csv), templates="photo")
     cached = time.perf_counter() - start
     # Warm: another taxonomy of the same shape with different names, in this process (model
     # loaded, nothing cached) -- what a running service pays.
     other = tmp / f"taxonomy-{shape}-other.csv"
     SHAPES[shape](other, taxa, 1, 1_000_000)
     start = time.perf_counter()
-    warm_info = backend.add_labelset("taxa3", file=other, format="taxonomy-csv", templates="photo")
+    warm_info = backend.add_labelset("taxa3", taxonomy(other), templates="photo")
     warm = time.perf_counter() - start
     n = info.num_labels
     out: dict[str, float | str] = {
@@ -250,13 +259,16 @@ def cli_oneshot(tmp: Path, taxa: int, shape: str, runs: int = 2) -> dict[str, fl
 IMPORT_CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
+from zsindex.cli.files import names_file, read_npy
 from zsindex.config import Settings
 from zsindex.local import LocalBackend
 home, emb, names, model = sys.argv[1:5]
 backend = LocalBackend(Settings(home=Path(home), device="cpu"))
 backend.store
 start = time.perf_counter()
-info = backend.import_files("big", embeddings_path=Path(emb), names_path=Path(names), model=model)
+# What `zsindex labels import` does: the names file's text and the memory-mapped .npy.
+matrix = read_npy(Path(emb))
+info = backend.import_labelset("big", matrix, names_file(Path(names)), model=model)
 took = time.perf_counter() - start
 print(json.dumps({"seconds": took, "labels": info.num_labels,
                   "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))

@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     args = ap.parse_args()
     from zsindex import Client
+    from zsindex.cli.files import names_file, read_npy
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -75,11 +76,14 @@ def main() -> None:
         )
         backend = client.backend
         start = time.perf_counter()
-        info = backend.import_files(
+        # What `zsindex labels import --embed-internal mean` does: the memory-mapped .npy and
+        # the names file's text, handed to the backend.
+        info = backend.import_labelset(
             "tol",
-            embeddings_path=tmp / "emb.npy",  # type: ignore[attr-defined]
-            names_path=tmp / "names.json",
+            read_npy(tmp / "emb.npy"),
+            names_file(tmp / "names.json"),
             model=model,
+            embed_internal="mean",
         )
         took = time.perf_counter() - start
         print(

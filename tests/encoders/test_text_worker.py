@@ -226,12 +226,16 @@ import zsindex.encoders.text_worker as tw
 from zsindex.config import Settings
 from zsindex.errors import InvalidInputError
 from zsindex.local import LocalBackend
+from zsindex.options import LabelSource
 made = []
 real = tw.start_text_worker
 tw.start_text_worker = lambda encoder: made.append(real(encoder)) or made[-1]
-backend = LocalBackend(Settings(home=Path({str(tmp_path / "home")!r}), device="cpu"))
+settings = Settings(home=Path({str(tmp_path / "home")!r}), device="cpu")
+backend = LocalBackend(settings, text_worker=True)
+bad = Path({str(bad)!r})
+source = LabelSource(content=bad.read_text(), format="text", content_name=str(bad))
 try:
-    backend.add_labelset("x", file={str(bad)!r}, model="zsindex-tiny", text_worker=True)
+    backend.add_labelset("x", source, model="zsindex-tiny")
 except InvalidInputError as exc:
     print("ERROR", exc.message)
 worker = made[0]

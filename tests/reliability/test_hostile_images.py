@@ -146,8 +146,20 @@ def test_local_client(world: dict[str, Any], name: str) -> None:
 )
 def test_documented_handling(world: dict[str, Any], name: str) -> None:
     """Rotation applied, alpha on white, first frame, 16-bit scaled, 1-bit and CMYK as RGB."""
+    import torch
+
+    from zsindex.encoders.images import load_image
+
     entry = MANIFEST[name]
-    img = world["client"].backend.load_image(str(CORPUS / name), name)
+    backend = world["client"].backend  # the LocalBackend
+    pipeline = backend.pipeline
+    path = CORPUS / name
+    # The pipeline's decode stage (bit-exact: no draft size), with the pipeline's pixel limit;
+    # its prepare stage is exactly this image through the model's own preprocessing.
+    img = load_image(path, max_pixels=pipeline.max_pixels, name_for_errors=name)
+    loaded = backend.resolve("colors")
+    prepared = pipeline.prepare(loaded, path, name, fast_decode=False)
+    assert torch.equal(prepared, pipeline.encoder(loaded).preprocess(img))
     assert img.mode == "RGB"
     if "size" in entry:
         assert list(img.size) == entry["size"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ from svc_backends import COLORS, RecordingBackend, recording_backend
 
 from zsindex.config import Settings
 from zsindex.errors import InvalidInputError
+from zsindex.options import ClassifyOptions
 from zsindex.service.batching import BatchingConfig, Job, MicroBatcher, run_jobs
 from zsindex.service.metrics import ServiceMetrics
 
@@ -23,12 +24,18 @@ def _image(i: int) -> Image.Image:
 
 
 def _job(backend: RecordingBackend, name: str, n: int, start: int = 0, **options: Any) -> Job:
+    """A job as the classify route builds it: each image prepared by the pipeline's own
+    ``prepare`` stage (decode + the model's preprocessing), options checked with defaults."""
     loaded = backend.resolve(name)
-    images = [_image(start + i) for i in range(n)]
+    names = [f"{name}-{start + i}" for i in range(n)]
+    images = [
+        backend.pipeline.prepare(loaded, _image(start + i), names[i], fast_decode=False)
+        for i in range(n)
+    ]
     return Job(
         loaded=loaded,
-        image_names=[f"{name}-{start + i}" for i in range(n)],
-        options={"k": 2, **options},
+        image_names=names,
+        options=backend.pipeline.options(ClassifyOptions(**{"k": 2, **options})),
         images=images,
     )
 
@@ -43,7 +50,7 @@ def backend(settings: Settings) -> Iterator[RecordingBackend]:
 
 def test_run_jobs_merges_forwards_and_splits_results(backend: RecordingBackend) -> None:
     jobs = [_job(backend, "a", 2), _job(backend, "b", 3, start=2), _job(backend, "a", 1, start=5)]
-    outcomes = run_jobs(backend, jobs)
+    outcomes = run_jobs(backend.pipeline, jobs)
     assert backend.encode_calls == [6]  # one forward for the shared model
     assert sorted(backend.classify_calls) == [3, 3]  # one per (label set, options)
     for job, outcome in zip(jobs, outcomes, strict=True):
@@ -52,8 +59,8 @@ def test_run_jobs_merges_forwards_and_splits_results(backend: RecordingBackend) 
         assert all(r.labelset == job.loaded.name for r in outcome)
     # Same numbers as encoding and classifying each job alone (real forwards of other sizes).
     for job, outcome in zip(jobs, outcomes, strict=True):
-        emb = backend.encode_images(job.loaded, job.images)
-        alone = backend.classify_embeddings(job.loaded, emb, job.image_names, **job.options)
+        emb = backend.pipeline.encode(job.loaded, job.images)
+        alone = backend.pipeline.score(job.loaded, emb, job.image_names, job.options)
         assert [r.image for r in alone] == [r.image for r in outcome]
         for a, b in zip(alone, outcome, strict=True):
             assert a.version == b.version == job.loaded.version
@@ -69,7 +76,7 @@ def test_run_jobs_isolates_a_failing_request(backend: RecordingBackend) -> None:
     bad.embeddings = np.ones((1, 3), dtype=np.float32)  # wrong dimension
     bad.images = []
     other_options = _job(backend, "a", 1, start=4, k=1)
-    outcomes = run_jobs(backend, [good, bad, other_options])
+    outcomes = run_jobs(backend.pipeline, [good, bad, other_options])
     assert isinstance(outcomes[0], list) and len(outcomes[0]) == 2
     assert isinstance(outcomes[1], InvalidInputError)
     assert isinstance(outcomes[2], list) and len(outcomes[2][0].predictions) == 1
@@ -77,19 +84,19 @@ def test_run_jobs_isolates_a_failing_request(backend: RecordingBackend) -> None:
 
 def test_encoder_failure_is_retried_per_job(backend: RecordingBackend, monkeypatch) -> None:
     calls: list[int] = []
-    real = backend.encode_images
-
-    def flaky(loaded: Any, images: list[Image.Image]) -> np.ndarray:
-        calls.append(len(images))
-        if any(img.size == (1, 1) for img in images):
-            raise InvalidInputError("bad image")
-        return real(loaded, images)
-
-    monkeypatch.setattr(backend, "encode_images", flaky)
+    real = backend.pipeline.encode
     ok = _job(backend, "a", 2)
     broken = _job(backend, "a", 1)
-    broken.images = [Image.new("RGB", (1, 1))]
-    outcomes = run_jobs(backend, [ok, broken])
+    [bad_input] = broken.images
+
+    def flaky(loaded: Any, inputs: Sequence[Any]) -> np.ndarray:
+        calls.append(len(inputs))
+        if any(x is bad_input for x in inputs):
+            raise InvalidInputError("bad image")
+        return real(loaded, inputs)
+
+    monkeypatch.setattr(backend.pipeline, "encode", flaky)
+    outcomes = run_jobs(backend.pipeline, [ok, broken])
     assert calls == [3, 2, 1]
     assert isinstance(outcomes[0], list) and isinstance(outcomes[1], InvalidInputError)
 
@@ -105,7 +112,9 @@ async def _submit_concurrently(batcher: MicroBatcher, jobs: list[Job]) -> list[A
 def test_batcher_gathers_concurrent_requests(backend: RecordingBackend) -> None:
     backend.encode_delay_s = 0.05
     metrics = ServiceMetrics()
-    batcher = MicroBatcher(backend, BatchingConfig(max_batch_images=32, max_wait_s=0.02), metrics)
+    batcher = MicroBatcher(
+        backend.pipeline, BatchingConfig(max_batch_images=32, max_wait_s=0.02), metrics
+    )
     jobs = [_job(backend, "a" if i % 2 else "b", 1, start=i) for i in range(12)]
     results = asyncio.run(_submit_concurrently(batcher, jobs))
     assert sum(backend.encode_calls) == 12
@@ -116,7 +125,7 @@ def test_batcher_gathers_concurrent_requests(backend: RecordingBackend) -> None:
 
 
 def test_batcher_respects_max_batch_images(backend: RecordingBackend) -> None:
-    batcher = MicroBatcher(backend, BatchingConfig(max_batch_images=4, max_wait_s=0.02))
+    batcher = MicroBatcher(backend.pipeline, BatchingConfig(max_batch_images=4, max_wait_s=0.02))
     jobs = [_job(backend, "a", 3, start=3 * i) for i in range(4)]
     asyncio.run(_submit_concurrently(batcher, jobs))
     assert backend.encode_calls == [3, 3, 3, 3]  # 3 + 3 > 4: never merged past the cap
@@ -129,7 +138,7 @@ def test_batcher_respects_max_batch_images(backend: RecordingBackend) -> None:
 
 
 def test_batching_off_runs_each_request_alone(backend: RecordingBackend) -> None:
-    batcher = MicroBatcher(backend, BatchingConfig(enabled=False))
+    batcher = MicroBatcher(backend.pipeline, BatchingConfig(enabled=False))
     jobs = [_job(backend, "a", 1, start=i) for i in range(6)]
     asyncio.run(_submit_concurrently(batcher, jobs))
     assert backend.encode_calls == [1] * 6
@@ -137,15 +146,15 @@ def test_batching_off_runs_each_request_alone(backend: RecordingBackend) -> None
 
 def test_model_work_runs_off_the_event_loop(backend: RecordingBackend, monkeypatch) -> None:
     threads: list[str] = []
-    real = backend.encode_images
+    real = backend.pipeline.encode
 
-    def spy(loaded: Any, images: list[Image.Image]) -> np.ndarray:
+    def spy(loaded: Any, inputs: Sequence[Any]) -> np.ndarray:
         threads.append(threading.current_thread().name)
-        return real(loaded, images)
+        return real(loaded, inputs)
 
-    monkeypatch.setattr(backend, "encode_images", spy)
+    monkeypatch.setattr(backend.pipeline, "encode", spy)
     for enabled in (True, False):
-        batcher = MicroBatcher(backend, BatchingConfig(enabled=enabled))
+        batcher = MicroBatcher(backend.pipeline, BatchingConfig(enabled=enabled))
         asyncio.run(_submit_concurrently(batcher, [_job(backend, "a", 1)]))
     assert threads and all(name.startswith("zsindex-model") for name in threads)
 
@@ -154,7 +163,7 @@ def test_abandoned_jobs_are_skipped(backend: RecordingBackend) -> None:
     backend.encode_delay_s = 0.2
 
     async def scenario() -> None:
-        batcher = MicroBatcher(backend, BatchingConfig(max_batch_images=1, max_wait_s=0.0))
+        batcher = MicroBatcher(backend.pipeline, BatchingConfig(max_batch_images=1, max_wait_s=0.0))
         await batcher.start()
         try:
             first = asyncio.create_task(batcher.submit(_job(backend, "a", 1)))

@@ -16,6 +16,8 @@ import pytest
 from svc_backends import MODEL, RecordingBackend
 from svc_helpers import png_bytes
 
+from zsindex.options import LabelSource
+
 CHROMIUM = shutil.which("chromium") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 )
@@ -67,8 +69,12 @@ def test_upload_classify_and_see_predictions(
     live, backend_under_test: RecordingBackend, tmp_path: Path
 ) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
-    backend_under_test.add_labelset("shapes", labels=["circle", "square", "triangle"], model=MODEL)
-    backend_under_test.add_labelset("palette", labels=PALETTE, parents=PALETTE_PARENTS, model=MODEL)
+    backend_under_test.add_labelset(
+        "shapes", LabelSource(labels=["circle", "square", "triangle"]), model=MODEL
+    )
+    backend_under_test.add_labelset(
+        "palette", LabelSource(labels=PALETTE, parents=PALETTE_PARENTS), model=MODEL
+    )
     server = live()
     image = tmp_path / "red.png"
     image.write_bytes(png_bytes((250, 10, 10), size=(64, 64)))

@@ -23,6 +23,7 @@ from schemathesis.checks import (  # noqa: E402
 from svc_backends import MODEL, RecordingBackend  # noqa: E402
 from svc_helpers import API_KEY, auth  # noqa: E402
 
+from zsindex.options import LabelSource  # noqa: E402
 from zsindex.service.server import BackgroundServer  # noqa: E402
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "15"))
@@ -37,7 +38,7 @@ CHECKS = (
 @pytest.fixture
 def backend(backend_under_test: RecordingBackend) -> RecordingBackend:
     """The real backend with ``colors`` and ``string`` (the name schemathesis puts in paths)."""
-    backend_under_test.add_labelset("string", labels=["a", "b"], model=MODEL)
+    backend_under_test.add_labelset("string", LabelSource(labels=["a", "b"]), model=MODEL)
     return backend_under_test
 
 
