@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import click
 
@@ -44,15 +44,25 @@ class _Writer:
     def __init__(self, fmt: str) -> None:
         self.fmt = fmt
         self.count = 0
-        self.csv = csv.writer(sys.stdout) if fmt == "csv" else None
-        if self.csv is not None:
+        self.csv: Any = None
+        self.started = False
+
+    def _start(self) -> None:
+        # Nothing is printed before the first result: a run that fails at once prints no
+        # half-open JSON array or lone CSV header.
+        if self.started:
+            return
+        self.started = True
+        if self.fmt == "csv":
+            self.csv = csv.writer(sys.stdout)
             self.csv.writerow(
                 ["image", "labelset", "version", "rank", "label", "probability", "score", "path"]
             )
-        elif fmt == "json":
+        elif self.fmt == "json":
             click.echo("[", nl=False)
 
     def write(self, result: ClassificationResult) -> None:
+        self._start()
         if self.fmt == "json":
             click.echo(
                 ("," if self.count else "")
@@ -88,6 +98,7 @@ class _Writer:
         self.count += 1
 
     def close(self) -> None:
+        self._start()
         if self.fmt == "json":
             click.echo("\n]" if self.count else "]")
 
