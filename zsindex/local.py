@@ -60,7 +60,9 @@ class LocalBackend:
         self.settings = settings
         self._store: Store | None = None
         self._store_lock = threading.Lock()
-        self.encoders: EncoderPool = encoders or EncoderPool(settings.device)
+        self.encoders: EncoderPool = encoders or EncoderPool(
+            settings.device, network=settings.network
+        )
         self.catalog: Catalog = Catalog(
             lambda: self.store,
             self.encoders,
@@ -175,7 +177,7 @@ class LocalBackend:
         on_error: OnError = "raise",
     ) -> list[ClassificationResult]:
         """Classify images (paths, bytes, binary files, PIL) or precomputed embeddings."""
-        from zsindex.classify.pipeline import as_image_source, image_name
+        from zsindex.classify.pipeline import as_image_source, given_names, image_name
 
         options = self.pipeline.options(options)  # bad options fail before any work
         if (images is None) == (embeddings is None):
@@ -184,7 +186,7 @@ class LocalBackend:
             sources = [as_image_source(x, i) for i, x in enumerate(images)]
             if not sources:
                 raise InvalidInputError("no images to classify")
-            names = _names(image_names, len(sources)) or [
+            names = given_names(image_names, len(sources)) or [
                 image_name(x, i) for i, x in enumerate(images)
             ]
             loaded = self.resolve(labelset)
@@ -192,7 +194,7 @@ class LocalBackend:
         if embeddings is None:  # pragma: no cover - excluded by the check above
             raise InvalidInputError("give either images or embeddings")
         count = len(np.atleast_2d(np.asarray(embeddings)))
-        names = _names(image_names, count) or [str(i) for i in range(count)]
+        names = given_names(image_names, count) or [str(i) for i in range(count)]
         return self.pipeline.score(self.resolve(labelset), embeddings, names, options)
 
     # -- serving --------------------------------------------------------------------------------
@@ -218,12 +220,3 @@ class LocalBackend:
             for name, ls in self.classifier.loaded().items()
         }
         return {"store": "ok", "labelsets": len(ids), "loaded": loaded}
-
-
-def _names(given: Sequence[str] | None, count: int) -> list[str] | None:
-    if given is None:
-        return None
-    names = [str(n) for n in given]
-    if len(names) != count:
-        raise InvalidInputError(f"{len(names)} image names for {count} images")
-    return names

@@ -23,8 +23,10 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 
+from zsindex import remote_answers as replies
 from zsindex import remote_wire as wire
 from zsindex.backend import EmbedInternal, ImageInput
+from zsindex.classify.pipeline import given_names
 from zsindex.errors import (
     ConflictError,
     InvalidInputError,
@@ -141,7 +143,7 @@ class HttpBackend:
             raise TransportError(message) from None
         status = response.status_code
         if status >= 400:
-            raise wire.error_from_response(response)
+            raise replies.error_from_response(response)
         if not 200 <= status < 300:
             where = response.headers.get("location")
             raise TransportError(
@@ -204,7 +206,7 @@ class HttpBackend:
     ) -> LabelSetInfo:
         validate_labelset_name(name)
         body = wire.labelset_body(name, source, templates, model, pretrained, strict)
-        return wire.parse_info(self._parse(self._request("POST", "/v1/labelsets", json=body)))
+        return replies.parse_info(self._parse(self._request("POST", "/v1/labelsets", json=body)))
 
     def import_labelset(
         self,
@@ -218,25 +220,25 @@ class HttpBackend:
     ) -> LabelSetInfo:
         path = f"{self._write_path(name)}/embeddings"
         body = wire.import_body(embeddings, names, model, pretrained, embed_internal)
-        return wire.parse_info(self._parse(self._request("PUT", path, json=body)))
+        return replies.parse_info(self._parse(self._request("PUT", path, json=body)))
 
     def labelsets(self) -> list[LabelSetInfo]:
-        return wire.parse_infos(self._get("/v1/labelsets"))
+        return replies.parse_infos(self._get("/v1/labelsets"))
 
     def labelset(self, name: str) -> LabelSetInfo:
-        return wire.parse_info(self._get(self._read_path(name)))
+        return replies.parse_info(self._get(self._read_path(name)))
 
     def history(self, name: str) -> list[LabelSetInfo]:
-        return wire.parse_infos(self._get(f"{self._read_path(name)}/history"))
+        return replies.parse_infos(self._get(f"{self._read_path(name)}/history"))
 
     def delete_labelset(self, name: str) -> None:
         self._request("DELETE", self._read_path(name))
 
     def embeddings(self, name: str) -> tuple[list[str], np.ndarray]:
-        return wire.parse_embeddings(self._get(f"{self._read_path(name)}/embeddings"))
+        return replies.parse_embeddings(self._get(f"{self._read_path(name)}/embeddings"))
 
     def tree(self, name: str) -> LabelTree:
-        return wire.parse_tree(self._get(f"{self._read_path(name)}/tree"))
+        return replies.parse_tree(self._get(f"{self._read_path(name)}/tree"))
 
     # -- classification -------------------------------------------------------------------------
 
@@ -261,16 +263,14 @@ class HttpBackend:
             sources = [as_image_source(x, i) for i, x in enumerate(images)]
             if not sources:
                 raise InvalidInputError("no images to classify")
-            names = wire.given_names(image_names, len(sources)) or [
+            names = given_names(image_names, len(sources)) or [
                 image_name(x, i) for i, x in enumerate(images)
             ]
             self._read_path(labelset)
         else:  # the label set first, as in process
             self._read_path(labelset)
             matrix = self._check_embeddings(labelset, embeddings)
-            names = wire.given_names(image_names, len(matrix)) or [
-                str(i) for i in range(len(matrix))
-            ]
+            names = given_names(image_names, len(matrix)) or [str(i) for i in range(len(matrix))]
         for _ in range(2):
             try:
                 if images is not None:
@@ -306,7 +306,7 @@ class HttpBackend:
                 if message == exc.message:
                     raise
                 raise type(exc)(message) from None
-            answers = wire.parse_results(self._parse(response), len(batch))
+            answers = replies.parse_results(self._parse(response), len(batch))
             _same_version(seen, answers[0].version)
             for (i, _), answer in zip(batch, answers, strict=True):
                 error = wire.restore_name(answer.error, [names[i]]) if answer.error else None
@@ -341,7 +341,7 @@ class HttpBackend:
             if isinstance(result, ZsindexError):
                 if not seen:  # nothing was sent: the current version
                     seen.append(self.labelset(labelset).version)
-                result = wire.error_result(labelset, seen[0], name, result)
+                result = replies.error_result(labelset, seen[0], name, result)
             out.append(result)
         return out
 
@@ -381,7 +381,7 @@ class HttpBackend:
         for start in range(0, len(matrix), step):
             rows = matrix[start : start + step]
             body = wire.classify_json(labelset, options, on_error, rows)
-            answers = wire.parse_results(
+            answers = replies.parse_results(
                 self._parse(self._request("POST", "/v1/classify", content=body)), len(rows)
             )
             _same_version(seen, answers[0].version)

@@ -31,12 +31,12 @@ from zsindex.errors import (
 )
 from zsindex.options import ClassifyOptions, LabelNames, LabelSource
 from zsindex.remote import HttpBackend
+from zsindex.remote_answers import clean_message
 from zsindex.remote_wire import (
     DEFAULT_LIMITS,
     ServerLimits,
     classify_form,
     classify_json,
-    clean_message,
     import_body,
     labelset_body,
 )

@@ -121,7 +121,7 @@ def test_overloaded_and_unreachable(live, backend_under_test: RecordingBackend) 
 def test_non_json_error_falls_back_to_status() -> None:
     import httpx
 
-    from zsindex.remote_wire import error_from_response as _error_from_response
+    from zsindex.remote_answers import error_from_response as _error_from_response
 
     request = httpx.Request("GET", "http://x/v1/labelsets")
     err = _error_from_response(httpx.Response(404, text="nope", request=request))

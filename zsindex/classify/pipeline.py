@@ -66,6 +66,16 @@ def image_name(item: object, index: int) -> str:
     return str(index)
 
 
+def given_names(image_names: Sequence[str] | None, count: int) -> list[str] | None:
+    """Caller-given image names as strings, one per image (``None`` when none were given)."""
+    if image_names is None:
+        return None
+    names = [str(n) for n in image_names]
+    if len(names) != count:
+        raise InvalidInputError(f"{len(names)} image names for {count} images")
+    return names
+
+
 def error_result(loaded: LoadedLabelSet, name: str, error: ImageError) -> ClassificationResult:
     """The result of an image that could not be classified (``on_error="report"``)."""
     return ClassificationResult(

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from zsindex.config import NetworkSettings
 from zsindex.encoders.cache import TextEmbeddingCache
 from zsindex.encoders.handle import ModelHandle
 from zsindex.encoders.image_batch import ImageEncoding
@@ -205,6 +206,7 @@ def load_encoder(
     cache_dir: str | None = None,
     allow_download: bool = True,
     eager: bool = False,
+    network: NetworkSettings | None = None,
 ) -> Encoder:
     """Resolve a model and return its :class:`Encoder`; weights load on first use.
 
@@ -219,8 +221,12 @@ def load_encoder(
         cache_dir: download cache folder.
         allow_download: whether missing weights may be downloaded when online.
         eager: load the weights now instead of on first use.
+        network: offline flag, Hub address and proxies (``Settings.network``; default: read
+            from the environment by :func:`zsindex.config.network_from_env`).
     """
-    resolved = resolve_model(name, pretrained, cache_dir=cache_dir, allow_download=allow_download)
+    resolved = resolve_model(
+        name, pretrained, cache_dir=cache_dir, allow_download=allow_download, network=network
+    )
     enc = Encoder(resolved=resolved, device=device, precision=precision)
     if eager:
         enc.load()

@@ -41,6 +41,7 @@ __all__ = [
     "ImageSource",
     "check_image",
     "load_image",
+    "open_source",
     "sniff_format",
     "to_rgb",
 ]
@@ -98,7 +99,8 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _stream(source: str | Path | bytes | bytearray | memoryview, name: str) -> IO[bytes]:
+def open_source(source: str | Path | bytes | bytearray | memoryview, name: str) -> IO[bytes]:
+    """A binary stream over a file or bytes (the caller closes it); errors name the image."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return io.BytesIO(bytes(source))
     try:
@@ -168,7 +170,7 @@ def check_image(
     if isinstance(source, Image.Image):
         _check_pixels(source.width, source.height, max_pixels, name)
         return ImageHeader(format=source.format or "PIL", width=source.width, height=source.height)
-    with _stream(source, name) as fh:
+    with open_source(source, name) as fh:
         img, fmt = _open(fh, name, max_pixels)
         with img:
             return ImageHeader(format=fmt, width=img.width, height=img.height)
@@ -257,7 +259,7 @@ def load_image(
         _check_pixels(source.width, source.height, max_pixels, name)
         out = _finish(source, name)
         return out.copy() if out is source else out
-    with _stream(source, name) as fh:
+    with open_source(source, name) as fh:
         img, fmt = _open(fh, name, max_pixels)
         with img:
             if draft_size and fmt == "JPEG":

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from zsindex.config import validate_device
+from zsindex.config import NetworkSettings, validate_device
 
 if TYPE_CHECKING:
     from zsindex.encoders.encoder import Encoder
@@ -21,26 +21,34 @@ ModelKey = tuple[str, str | None]
 Resolver = Callable[[str, str | None, str], "Encoder"]
 
 
-def _default_resolver(model: str, pretrained: str | None, device: str) -> Encoder:
-    from zsindex.encoders import load_encoder
-
-    return load_encoder(model, pretrained, device)
-
-
 class EncoderPool:
     """Lazily resolved encoders, shared by the catalogue (text) and the pipeline (images).
 
     Args:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (validated here).
-        resolver: builds an encoder (default :func:`zsindex.encoders.load_encoder`).
+        resolver: builds an encoder (default :func:`zsindex.encoders.load_encoder` with
+            ``network``).
+        network: the download probe's settings (``Settings.network``).
     """
 
-    def __init__(self, device: str, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        device: str,
+        resolver: Resolver | None = None,
+        *,
+        network: NetworkSettings | None = None,
+    ) -> None:
         self.device = validate_device(device)
-        self._resolve = resolver or _default_resolver
+        self.network = network
+        self._resolve = resolver or self._load
         self._lock = threading.Lock()
         self._encoders: dict[ModelKey, Encoder] = {}
         self._resolving: dict[ModelKey, threading.Lock] = {}
+
+    def _load(self, model: str, pretrained: str | None, device: str) -> Encoder:
+        from zsindex.encoders import load_encoder
+
+        return load_encoder(model, pretrained, device, network=self.network)
 
     def get(self, model: str, pretrained: str | None) -> Encoder:
         """The encoder of ``model`` (resolved now if new; weights load on first use)."""
