@@ -60,6 +60,7 @@ def test_client_signatures() -> None:
         "format=None",
         "allow_duplicates=False",
         "strict=False",
+        "index=None",
     ]
     assert _params(Client.import_labelset) == [
         "self",
@@ -69,6 +70,7 @@ def test_client_signatures() -> None:
         "parents=None",
         "model=None",
         "pretrained=None",
+        "index=None",
     ]
     assert _params(Client.classify) == [
         "self",

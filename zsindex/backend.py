@@ -43,6 +43,7 @@ class Backend(Protocol):
         model: str | None = None,
         pretrained: str | None = None,
         strict: bool = False,
+        index: str | None = None,
     ) -> LabelSetInfo:
         """Register ``name`` (a new version when its content changed)."""
         ...
@@ -56,6 +57,7 @@ class Backend(Protocol):
         model: str | None = None,
         pretrained: str | None = None,
         embed_internal: EmbedInternal = "mean",
+        index: str | None = None,
     ) -> LabelSetInfo:
         """Register precomputed label embeddings, one row per name."""
         ...

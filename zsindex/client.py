@@ -108,6 +108,7 @@ class Client:
         format: str | None = None,
         allow_duplicates: bool = False,
         strict: bool = False,
+        index: str | None = None,
     ) -> LabelSetInfo:
         """Register (or re-register as a new version) label set ``name``.
 
@@ -121,6 +122,8 @@ class Client:
             model, pretrained: encoder (default: the configured model).
             allow_duplicates: keep duplicate names (labels are identified by position).
             strict: prompts longer than the model's context are an error, not a warning.
+            index: the search index this version asks for (``exact``, ``ivf1024``,
+                ``hnsw32,fp16``, …); default: the serving process's ``ZSINDEX_INDEX``.
         """
         source = LabelSource(
             labels=labels,
@@ -131,7 +134,13 @@ class Client:
             allow_duplicates=allow_duplicates,
         ).check()
         return self._backend.add_labelset(
-            name, source, templates=templates, model=model, pretrained=pretrained, strict=strict
+            name,
+            source,
+            templates=templates,
+            model=model,
+            pretrained=pretrained,
+            strict=strict,
+            index=index,
         )
 
     def import_labelset(
@@ -143,12 +152,14 @@ class Client:
         parents: Sequence[str | int | None] | None = None,
         model: str | None = None,
         pretrained: str | None = None,
+        index: str | None = None,
     ) -> LabelSetInfo:
         """Register precomputed label embeddings (``[N, dim]`` or ``[dim, N]``).
 
         Args:
             names: one name per row.
             parents: per row, the parent's name or row index (``None`` for a root): a tree.
+            index: the search index this version asks for (as in :meth:`add_labelset`).
         """
         if isinstance(names, str) or not isinstance(names, Sequence):
             raise InvalidInputError("names must be a list of strings, one per embedding row")
@@ -156,7 +167,7 @@ class Client:
             names=list(names), parents=list(parents) if parents is not None else None
         ).check()
         return self._backend.import_labelset(
-            name, embeddings, label_names, model=model, pretrained=pretrained
+            name, embeddings, label_names, model=model, pretrained=pretrained, index=index
         )
 
     def labelsets(self) -> list[LabelSetInfo]:

@@ -107,11 +107,18 @@ class LocalBackend:
         model: str | None = None,
         pretrained: str | None = None,
         strict: bool = False,
+        index: str | None = None,
     ) -> LabelSetInfo:
         from zsindex.catalog.convert import version_info
 
         record = self.catalog.add(
-            name, source, templates=templates, model=model, pretrained=pretrained, strict=strict
+            name,
+            source,
+            templates=templates,
+            model=model,
+            pretrained=pretrained,
+            strict=strict,
+            index=index,
         )
         self.classifier.forget(name)
         return version_info(record)
@@ -125,6 +132,7 @@ class LocalBackend:
         model: str | None = None,
         pretrained: str | None = None,
         embed_internal: EmbedInternal = "mean",
+        index: str | None = None,
     ) -> LabelSetInfo:
         from zsindex.catalog.convert import version_info
 
@@ -135,6 +143,7 @@ class LocalBackend:
             model=model,
             pretrained=pretrained,
             embed_internal=embed_internal,
+            index=index,
         )
         self.classifier.forget(name)
         return version_info(record)

@@ -203,9 +203,12 @@ class HttpBackend:
         model: str | None = None,
         pretrained: str | None = None,
         strict: bool = False,
+        index: str | None = None,
     ) -> LabelSetInfo:
         validate_labelset_name(name)
         body = wire.labelset_body(name, source, templates, model, pretrained, strict)
+        if index is not None:
+            body["index"] = index
         return replies.parse_info(self._parse(self._request("POST", "/v1/labelsets", json=body)))
 
     def import_labelset(
@@ -217,9 +220,12 @@ class HttpBackend:
         model: str | None = None,
         pretrained: str | None = None,
         embed_internal: EmbedInternal = "mean",
+        index: str | None = None,
     ) -> LabelSetInfo:
         path = f"{self._write_path(name)}/embeddings"
         body = wire.import_body(embeddings, names, model, pretrained, embed_internal)
+        if index is not None:
+            body["index"] = index
         return replies.parse_info(self._parse(self._request("PUT", path, json=body)))
 
     def labelsets(self) -> list[LabelSetInfo]:

@@ -5,10 +5,11 @@ Requests (``?`` marks a key sent only when it differs from its default):
 - ``GET /v1/limits`` → ``{"max_images_per_request", "max_embeddings_per_request",
   "max_body_bytes"}`` (404 from an older server: :data:`DEFAULT_LIMITS`).
 - ``POST /v1/labelsets`` ← ``{"name", "labels"?, "parents"?, "plugin"?, "content"?, "format"?,
-  "allow_duplicates"?, "node_text"?, "templates"?, "model"?, "pretrained"?, "strict"?}``.
+  "allow_duplicates"?, "node_text"?, "templates"?, "model"?, "pretrained"?, "strict"?,
+  "index"?}``.
 - ``PUT /v1/labelsets/{name}/embeddings`` ← ``{"names"?, "parents"?, "names_content"?,
   "names_format"?, "embed_internal"?, "dtype": "float32" | "float16", "shape": [rows, cols],
-  "data": base64 of the little-endian row-major matrix, "model"?, "pretrained"?}``.
+  "data": base64 of the little-endian row-major matrix, "model"?, "pretrained"?, "index"?}``.
 - ``GET /v1/labelsets/{name}/embeddings`` → ``{"names": [str], "shape", "dtype", "data"}``;
   ``GET /v1/labelsets/{name}/tree`` → :meth:`LabelTree.to_dict`.
 - ``POST /v1/classify`` ← multipart (one ``images`` part per image, its filename the image's

@@ -90,6 +90,8 @@ class LabelSetInfo:
     num_truncated: int = 0
     created_at: str = ""
     current: bool = True
+    index: str = ""
+    """The search index this version asked for (``""``: the serving setting decides)."""
 
     def to_dict(self, *, detail: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -109,6 +111,7 @@ class LabelSetInfo:
                 num_truncated=self.num_truncated,
                 created_at=self.created_at,
                 current=self.current,
+                index=self.index,
             )
         return out
 

@@ -90,3 +90,32 @@ def test_cuda_device_puts_the_index_on_the_gpu(zs_home: Path) -> None:
             [p.probability for p in b.predictions],
             rtol=1e-5,
         )
+
+
+def test_a_version_records_the_index_it_asks_for(zs_home: Path) -> None:
+    """``labels add --index`` / ``index=``: recorded with the version, shown by ``labelset()``,
+    and it serves that version whatever ``ZSINDEX_INDEX`` says; the same content with another
+    index is a new version, the same content and index is not."""
+    names = [f"l{i}" for i in range(2000)]
+    matrix = _unit(2000, 6)
+    with Client.local(settings=_settings(zs_home)) as client:
+        info = client.import_labelset("v", matrix, names, index="ivf16,nprobe=16")
+        assert info.index == "ivf:nlist=16,nprobe=16" and info.version == 1
+        [result] = client.classify(embeddings=matrix[:1], labelset="v", k=2)
+        assert result.predictions[0].label == "l0"
+        assert client.backend.ready()["loaded"]["v"]["index"] == "faiss-ivf"  # type: ignore[attr-defined]
+        again = client.add_labelset("w", ["red", "blue"], index="exact")
+        same = client.add_labelset("w", ["red", "blue"], index="exact")
+        other = client.add_labelset("w", ["red", "blue"], index="hnsw8")
+        assert (again.version, same.version, other.version) == (1, 1, 2)
+        assert client.labelset("w").index == "hnsw:ef_construction=80,m=8"
+        assert [v.index for v in client.history("w")] == ["exact", "hnsw:ef_construction=80,m=8"]
+
+
+def test_a_bad_index_spec_is_refused_before_anything_is_written(zs_home: Path) -> None:
+    from zsindex.errors import InvalidInputError
+
+    with Client.local(settings=_settings(zs_home)) as client:
+        with pytest.raises(InvalidInputError, match="index spec"):
+            client.add_labelset("bad", ["a", "b"], index="kdtree")
+        assert client.labelsets() == []

@@ -95,6 +95,13 @@ CASES: dict[str, Case] = {
     "add bad template": lambda c, s: c.add_labelset(
         f"bad{s}", ["a"], templates=["no placeholder"], model=TINY
     ),
+    "add with an index": lambda c, s: c.add_labelset(
+        f"idx{s}", ["cat", "dog"], model=TINY, index="hnsw16,fp16"
+    ),
+    "add with a bad index": lambda c, s: c.add_labelset(f"badi{s}", ["a"], index="kd-tree"),
+    "import with an index": lambda c, s: c.import_labelset(
+        f"impi{s}", _unit(3, 7), ["x", "y", "z"], model=TINY, index="ivf2"
+    ),
     "add bad name": lambda c, s: c.add_labelset("bad/name", ["a"], model=TINY),
     "add no source": lambda c, s: c.add_labelset(f"none{s}", model=TINY),
     "import flat": lambda c, s: c.import_labelset(

@@ -82,14 +82,16 @@ class Catalog:
         model: str | None = None,
         pretrained: str | None = None,
         strict: bool = False,
+        index: str | None = None,
     ) -> VersionRecord:
-        """Register ``name`` from ``source``: a new version if its content changed, else the
-        current version unchanged."""
+        """Register ``name`` from ``source``: a new version if its content (or the index it
+        asks for) changed, else the current version unchanged."""
         from zsindex.catalog.registration import register_spec
         from zsindex.labels.source import choose_templates, spec_from_source
         from zsindex.labels.validate import validate_labelset_name
 
         validate_labelset_name(name)
+        index_spec = canonical_index(index)
         model, pretrained = self.model_choice(model, pretrained)
         worker = self._start_text_worker(model, pretrained) if self.text_worker else None
         try:
@@ -106,6 +108,7 @@ class Catalog:
                 templates=chosen,
                 strict=strict,
                 progress=self.progress,
+                index_spec=index_spec,
             )
         finally:
             if worker is not None:
@@ -132,6 +135,7 @@ class Catalog:
         model: str | None = None,
         pretrained: str | None = None,
         embed_internal: str = "mean",
+        index: str | None = None,
     ) -> VersionRecord:
         """Register precomputed embeddings: one row per name (or per row of a names file)."""
         from zsindex.catalog.importing import check_matrix, import_rows
@@ -142,6 +146,7 @@ class Catalog:
             raise InvalidInputError(
                 f"embed_internal must be 'mean' or 'text', got {embed_internal!r}"
             )
+        index_spec = canonical_index(index)
         spec, rows = _names_spec(names.check())
         matrix = check_matrix(embeddings, names.content_name)
         model, pretrained = self.model_choice(model, pretrained)
@@ -154,6 +159,7 @@ class Catalog:
             self.encoders.get(model, pretrained),
             names.content_name if names.content is not None else "embeddings",
             embed_internal=embed_internal,
+            index_spec=index_spec,
         )
 
     def delete(self, name: str) -> None:
@@ -196,6 +202,15 @@ class Catalog:
         from zsindex.catalog.loading import load_current
 
         return load_current(self.store, name, self.settings)
+
+
+def canonical_index(index: str | None) -> str:
+    """The canonical form of an index spec a caller asked for (``""`` for none)."""
+    if index is None:
+        return ""
+    from zsindex.index.types import IndexSpec
+
+    return IndexSpec.parse(index).canonical()
 
 
 def _names_spec(names: LabelNames) -> tuple[LabelSetSpec, Sequence[int]]:

@@ -42,4 +42,5 @@ def version_info(v: VersionRecord) -> LabelSetInfo:
         num_truncated=v.num_truncated,
         created_at=v.created_at.isoformat() if v.created_at else "",
         current=v.is_current,
+        index=v.index_spec,
     )

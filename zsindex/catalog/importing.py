@@ -61,6 +61,7 @@ def import_rows(
     source: str,
     *,
     embed_internal: str = "mean",
+    index_spec: str = "",
 ) -> VersionRecord:
     """Store ``matrix`` rows as the embeddings of ``spec``'s nodes ``row_nodes``.
 
@@ -107,5 +108,6 @@ def import_rows(
             dtype="float16" if matrix.dtype == np.float16 else "float32",
             rank_names=spec.rank_names,
             source=f"import:{Path(source).name}"[:200],
+            index_spec=index_spec,
         )
     )

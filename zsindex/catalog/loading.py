@@ -50,15 +50,15 @@ def load_current(store: Store, name: str, settings: Settings) -> LoadedLabelSet:
 
 def serving_index(loaded: LoadedLabelSet, settings: Settings) -> SearchIndex:
     """The index that serves a loaded matrix: exact on CPU, on the GPU where the device allows,
-    approximate only when ``ZSINDEX_INDEX`` asks (see :func:`zsindex.index.choose_index`)."""
+    approximate only when the version (``labels add --index``) or ``ZSINDEX_INDEX`` asks (see
+    :func:`zsindex.index.choose_index`)."""
     from zsindex.index.choice import choose_index
 
     exact = loaded.index
-    if settings.index == "exact" and settings.device == "cpu":
+    spec = loaded.record.index_spec or settings.index  # the version's own choice first
+    if spec == "exact" and settings.device == "cpu":
         return exact  # the loaded CPU index itself: nothing to build
-    index = choose_index(
-        loaded.matrix, device=settings.device, spec=settings.index, check_finite=False
-    )
+    index = choose_index(loaded.matrix, device=settings.device, spec=spec, check_finite=False)
     # On CPU the choice is the exact index already loaded: keep it (its fp32 copy included).
     return exact if index.backend == exact.backend and index.spec == exact.spec else index
 

@@ -83,13 +83,18 @@ def register_spec(
     templates: tuple[str, ...],
     strict: bool = False,
     progress: Progress | None = None,
+    index_spec: str = "",
 ) -> VersionRecord:
-    """Embed and store ``spec`` as a new current version of label set ``name``."""
+    """Embed and store ``spec`` as a new current version of label set ``name``.
+
+    ``index_spec`` is the canonical index asked for (``""``: the serving setting decides); the
+    same content with another index spec is a new version.
+    """
     from zsindex.catalog.convert import spec_to_columns
 
     validate_labelset_name(name)
     digest = spec.with_templates(templates).digest(runtime.info.fingerprint)
-    unchanged = _current_if_same(store, name, digest)
+    unchanged = _current_if_same(store, name, digest, index_spec)
     if unchanged is not None:
         log.info(
             "label set %s is unchanged (digest %s): keeping version %d",
@@ -116,11 +121,14 @@ def register_spec(
             rank_names=spec.rank_names,
             num_truncated=truncated,
             source=spec.source,
+            index_spec=index_spec,
         )
     )
 
 
-def _current_if_same(store: Store, name: str, digest: str) -> VersionRecord | None:
+def _current_if_same(
+    store: Store, name: str, digest: str, index_spec: str = ""
+) -> VersionRecord | None:
     """The current version when it already holds exactly this content (re-registering the same
     labels, templates and model is a no-op, not a new version)."""
     from zsindex.errors import NotFoundError
@@ -129,7 +137,8 @@ def _current_if_same(store: Store, name: str, digest: str) -> VersionRecord | No
         current = store.current(name)
     except NotFoundError:
         return None
-    return current if current.digest == digest else None
+    same = current.digest == digest and current.index_spec == index_spec
+    return current if same else None
 
 
 def normalise_rows(matrix: np.ndarray, source: str, *, offset: int = 0) -> np.ndarray:

@@ -50,6 +50,12 @@ def _row(ls: LabelSetInfo) -> list[object]:
 @click.option(
     "--strict", is_flag=True, help="Prompts longer than the model's context are an error."
 )
+@click.option(
+    "--index",
+    "index_spec",
+    help="Search index for this version: exact (default), ivf1024, hnsw32,fp16, ... "
+    "(default: ZSINDEX_INDEX).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
 @click.pass_obj
 def add(
@@ -65,6 +71,7 @@ def add(
     node_text: str,
     allow_duplicates: bool,
     strict: bool,
+    index_spec: str | None,
     as_json: bool,
 ) -> None:
     """Register label set NAME (a new version if it exists) from exactly one source."""
@@ -91,7 +98,13 @@ def add(
         # A one-shot command: the model loads in a child process while this one parses.
         client = state.client(text_worker=True, progress=bar)
         result = client.backend.add_labelset(
-            name, source, templates=chosen, model=model, pretrained=pretrained, strict=strict
+            name,
+            source,
+            templates=chosen,
+            model=model,
+            pretrained=pretrained,
+            strict=strict,
+            index=index_spec,
         )
     finally:
         bar.close()
@@ -129,6 +142,12 @@ def add(
     show_default=True,
     help="Tree nodes without a row: mean of descendants, or text.",
 )
+@click.option(
+    "--index",
+    "index_spec",
+    help="Search index for this version: exact (default), ivf1024, hnsw32,fp16, ... "
+    "(default: ZSINDEX_INDEX).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
 @click.pass_obj
 def import_(
@@ -139,6 +158,7 @@ def import_(
     model: str,
     pretrained: str | None,
     embed_internal: str,
+    index_spec: str | None,
     as_json: bool,
 ) -> None:
     """Register precomputed label embeddings as label set NAME."""
@@ -153,6 +173,7 @@ def import_(
         model=model,
         pretrained=pretrained,
         embed_internal=embed_internal,
+        index=index_spec,
     )
     if as_json:
         print_json(result.to_dict())

@@ -98,6 +98,7 @@ def build_router(state: ServiceState) -> APIRouter:
             model=body.model,
             pretrained=body.pretrained,
             strict=body.strict,
+            index=body.index,
         )
         state.invalidate()
         return json_response(_info(info), status_code=201)
@@ -174,6 +175,7 @@ def build_router(state: ServiceState) -> APIRouter:
             model=body.model,
             pretrained=body.pretrained,
             embed_internal=body.embed_internal,
+            index=body.index,
         )
         state.invalidate()
         return json_response(_info(info), status_code=201)

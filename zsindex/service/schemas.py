@@ -201,6 +201,12 @@ class LabelSetCreate(BaseModel):
     node_text: Literal["name", "path"] = "name"
     allow_duplicates: bool = False
     strict: bool = False
+    index: str | None = Field(
+        None,
+        max_length=200,
+        description="Search index for this version (e.g. 'exact', 'ivf1024', 'hnsw32,fp16'); "
+        "default: the server's ZSINDEX_INDEX.",
+    )
 
     @field_validator("model", "pretrained", "plugin")
     @classmethod
@@ -264,6 +270,7 @@ class EmbeddingsImport(BaseModel):
     )
     names_format: Literal["text", "json", "csv"] | None = None
     embed_internal: Literal["mean", "text"] = "mean"
+    index: str | None = Field(None, max_length=200, description="As for POST /v1/labelsets.")
     model: str | None = None
     pretrained: str | None = None
     dtype: Literal["float32", "float16"] = "float32"
@@ -337,6 +344,7 @@ class LabelSetDetail(LabelSetSummary):
     num_truncated: int = 0
     created_at: str = ""
     current: bool = True
+    index: str = ""
 
 
 class Health(BaseModel):

@@ -105,6 +105,8 @@ class LabelSetVersionRow(Base):
     num_truncated: Mapped[int] = mapped_column(Integer, default=0)
     source: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    # The index asked for at registration ("": the serving process's ZSINDEX_INDEX decides).
+    index_spec: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
 
 class LabelRow(Base):

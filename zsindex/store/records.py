@@ -74,6 +74,7 @@ class NewVersion:
     rank_names: tuple[str, ...] = ()
     num_truncated: int = 0
     source: str = ""
+    index_spec: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,3 +97,5 @@ class VersionRecord:
     source: str
     created_at: dt.datetime
     is_current: bool = field(default=False)
+    index_spec: str = ""
+    """The index asked for at registration (canonical spec), or ``""``: the setting decides."""

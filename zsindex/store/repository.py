@@ -136,6 +136,7 @@ class Store:
                             num_truncated=new.num_truncated,
                             source=new.source[:200],
                             created_at=_utcnow(),
+                            index_spec=new.index_spec,
                         )
                         .returning(LabelSetVersionRow.id)
                     ).scalar_one()
@@ -390,6 +391,7 @@ def _version_record(m: Any) -> VersionRecord:
         source=m["source"],
         created_at=m["created_at"],
         is_current=m["current_version_id"] == m["id"],
+        index_spec=m["index_spec"],
     )
 
 
