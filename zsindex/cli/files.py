@@ -31,19 +31,10 @@ def label_file(
 
 
 def inline_labels(text: str, *, allow_duplicates: bool) -> LabelSource:
-    """``labels add --labels "a,b,c"``: comma-separated labels, surrounding spaces removed.
+    """``labels add --labels "a,b,c"``: comma-separated labels, surrounding spaces removed."""
+    from zsindex.labels.formats import split_inline
 
-    A label containing a comma needs a file; an empty item (``"a,,b"``) is an error.
-    """
-    items = [item.strip(" \t") for item in text.split(",")]
-    if len(items) > 1 and not items[-1]:
-        items.pop()  # a trailing comma is harmless
-    for i, item in enumerate(items):
-        if not item:
-            raise InvalidInputError(
-                f"--labels: item {i + 1} is empty: separate labels with single commas"
-            )
-    return LabelSource(labels=items, allow_duplicates=allow_duplicates)
+    return LabelSource(labels=split_inline(text), allow_duplicates=allow_duplicates)
 
 
 def templates_option(value: str | None) -> tuple[str, ...] | str | None:

@@ -294,19 +294,10 @@ def parse_labels_file(
     )
 
 
-def parse_inline(
-    text: str,
-    *,
-    allow_duplicates: bool = False,
-    limits: Limits | None = None,
-    source: str = "--labels",
-) -> LabelSetSpec:
-    """Parse ``--labels "a,b,c"``: comma-separated labels, surrounding spaces removed.
+def split_inline(text: str, source: str = "--labels") -> list[str]:
+    """``"a, b,c"`` → ``["a", "b", "c"]``: commas separate, surrounding spaces go.
 
-    A label containing a comma needs a file. An empty item (``"a,,b"``) is an error.
-
-    Raises:
-        InvalidInputError: naming the item.
+    A label containing a comma needs a file. An empty item (``"a,,b"``) is an error naming it.
     """
     items = [item.strip(" \t") for item in text.split(",")]
     if len(items) > 1 and not items[-1]:
@@ -316,5 +307,20 @@ def parse_inline(
             raise InvalidInputError(
                 f"{source}: item {i + 1} is empty: separate labels with single commas"
             )
-    spec = LabelSetSpec(names=tuple(items), source=source)
+    return items
+
+
+def parse_inline(
+    text: str,
+    *,
+    allow_duplicates: bool = False,
+    limits: Limits | None = None,
+    source: str = "--labels",
+) -> LabelSetSpec:
+    """Parse ``--labels "a,b,c"`` (see :func:`split_inline`) into a validated spec.
+
+    Raises:
+        InvalidInputError: naming the item.
+    """
+    spec = LabelSetSpec(names=tuple(split_inline(text, source)), source=source)
     return validate_spec(spec, allow_duplicates=allow_duplicates, limits=limits)
