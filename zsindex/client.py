@@ -8,7 +8,6 @@ with the same methods, the same return types and the same :mod:`zsindex.errors` 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -248,7 +247,7 @@ class Client:
                 activation=activation,
                 fast_decode=fast_decode,
             )
-        options = replace(options).check()
+        options = options.check()
         if on_error not in ("raise", "report"):
             raise InvalidInputError(f"on_error must be 'raise' or 'report', got {on_error!r}")
         return self._backend.classify(

@@ -207,7 +207,7 @@ class ImagePipeline:
                 except ImageError as exc:
                     return exc
 
-            self.encoder(loaded)  # resolve once, before the decode threads need it
+            self.encoder(loaded).load()  # once, before the decode threads need its transform
             for rows, inputs in _prepared_batches(todo, prepare, self.batch_size):
                 good = []
                 for i, item in zip(rows, inputs, strict=True):
