@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,7 +53,6 @@ class LocalBackend:
     ) -> None:
         from zsindex.catalog.catalog import Catalog
         from zsindex.classify.classifier import Classifier
-        from zsindex.classify.pipeline import ImagePipeline
         from zsindex.encoders.pool import EncoderPool
         from zsindex.store.repository import version_key
 
@@ -75,9 +75,14 @@ class LocalBackend:
             lambda: dict(self.store.current_version_keys()),
             lambda loaded: version_key(loaded.record),
         )
-        self.pipeline: ImagePipeline = ImagePipeline(
-            self.encoders, fast_decode=settings.fast_decode
-        )
+
+    @cached_property
+    def pipeline(self) -> ImagePipeline:
+        """Images → predictions (built on first use: commands that classify nothing never
+        import the image stack)."""
+        from zsindex.classify.pipeline import ImagePipeline
+
+        return ImagePipeline(self.encoders, fast_decode=self.settings.fast_decode)
 
     @property
     def store(self) -> Store:

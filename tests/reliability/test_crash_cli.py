@@ -66,26 +66,32 @@ def _kill_rounds(db_url: str, home: Path, model: str, tmp: Path, rounds: int) ->
     store = Store(db_url)
     stats = {"kills": 0, "completed": 0, "acknowledged": 0}
     clock = random.Random(1)
-    # Calibrate: how long a whole registration takes, so kills land anywhere inside it.
-    start = time.monotonic()
-    subprocess.run(
-        _zsindex(
-            "labels",
-            "import",
-            "calib",
-            "--embeddings",
-            str(emb_path),
-            "--names",
-            str(names),
-            "--model",
-            model,
-        ),
-        env=env,
-        capture_output=True,
-        timeout=300,
-        check=True,
-    )
-    duration = time.monotonic() - start
+    # Calibrate: how long a whole registration takes, so kills land anywhere inside it. The
+    # fastest of two runs: a first run that pays for a cold page cache would stretch the sleep
+    # window past most registrations and leave too few kills.
+    timings = []
+    for attempt in range(2):
+        start = time.monotonic()
+        subprocess.run(
+            _zsindex(
+                "labels",
+                "import",
+                f"calib{attempt}",
+                "--embeddings",
+                str(emb_path),
+                "--names",
+                str(names),
+                "--model",
+                model,
+            ),
+            env=env,
+            capture_output=True,
+            timeout=300,
+            check=True,
+        )
+        timings.append(time.monotonic() - start)
+    duration = min(timings)
+    print(f"C1 calibration: {[round(t, 2) for t in timings]} s")
     for _ in range(rounds):
         before = store.current("crash").version
         proc = subprocess.Popen(
