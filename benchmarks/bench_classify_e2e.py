@@ -39,7 +39,7 @@ def main() -> None:
     args = ap.parse_args()
     from PIL import Image
 
-    from zsindex.cli.classify import BATCH
+    from zsindex.cli.classify import CHUNK
     from zsindex.config import Settings
     from zsindex.demo import encode_image, render_shape
     from zsindex.labels.demo_vocab import COLOR_NAMES, SHAPES
@@ -66,8 +66,8 @@ def main() -> None:
         def classify(items: list[tuple[str, Path]]) -> list[Any]:
             """What ``zsindex classify`` does: one ``backend.classify`` per batch of files."""
             results = []
-            for start in range(0, len(items), BATCH):
-                batch = items[start : start + BATCH]
+            for start in range(0, len(items), CHUNK):
+                batch = items[start : start + CHUNK]
                 results += backend.classify(
                     "shapes",
                     images=[p for _, p in batch],

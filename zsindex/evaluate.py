@@ -18,7 +18,8 @@ from zsindex.errors import InvalidInputError
 if TYPE_CHECKING:
     from zsindex.client import Client
 
-BATCH = 64
+BATCH = 256
+"""Files per classify call (the pipeline overlaps decoding with the forwards inside a call)."""
 
 
 def _norm(name: str) -> str:

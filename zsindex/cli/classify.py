@@ -17,7 +17,9 @@ from zsindex.errors import InvalidInputError
 from zsindex.options import MODES, ClassifyOptions, Mode, OnError
 from zsindex.results import ClassificationResult
 
-BATCH = 32
+CHUNK = 256
+"""Files per backend call: the pipeline decodes the next forward's images while the model runs
+within one call, so a call spans several forward batches; results print call by call."""
 
 
 def iter_image_paths(paths: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
@@ -170,12 +172,12 @@ def classify(
     on_error: OnError = "raise" if len(items) == 1 else "report"
     writer = _Writer("json" if as_json else "csv" if as_csv else "table")
     failed = 0
-    show_progress = len(items) > BATCH and sys.stderr.isatty()
+    show_progress = len(items) > CHUNK and sys.stderr.isatty()
     with click.progressbar(
         length=len(items), label="classifying", file=sys.stderr, hidden=not show_progress
     ) as bar:
-        for start in range(0, len(items), BATCH):
-            batch = items[start : start + BATCH]
+        for start in range(0, len(items), CHUNK):
+            batch = items[start : start + CHUNK]
             for result in backend.classify(
                 labelset,
                 images=[path for _, path in batch],

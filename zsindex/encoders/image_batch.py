@@ -84,6 +84,14 @@ def encode_image_batch(
         assert isinstance(tensor, torch.Tensor)
         return tensor
 
+    if all(isinstance(x, torch.Tensor) for x in images):
+        # Already the model's inputs (the pipeline's prepare stage): no decode pool to run.
+        for start in range(0, n, bs):
+            x = torch.stack(list(images[start : start + bs])).to(device)  # type: ignore[arg-type]  # checked: all tensors
+            with torch.inference_mode(), autocast():
+                feats = model.encode_image(x)
+            out[start : start + bs] = F.normalize(feats.float(), dim=-1).cpu().numpy()
+        return ImageEncoding(out, errors)
     workers = num_workers or min(4, os.cpu_count() or 1)
     pending: collections.deque[Future[torch.Tensor | ImageError]] = collections.deque()
     ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zsindex-decode")
