@@ -54,7 +54,7 @@ class LocalBackend:
         from zsindex.catalog.catalog import Catalog
         from zsindex.classify.classifier import Classifier
         from zsindex.encoders.pool import EncoderPool
-        from zsindex.store.repository import version_key
+        from zsindex.store.rows import version_key
 
         validate_device(settings.device)
         self.settings = settings

@@ -46,18 +46,6 @@ Part = tuple[str, bytes, str]
 """One multipart image: (filename, bytes, content type)."""
 
 
-class _VersionChanged(Exception):
-    """A request of a split call was answered from another version than the call's first."""
-
-
-def _same_version(seen: list[int], version: int) -> None:
-    """Record the call's label-set version, or signal that it changed mid-call."""
-    if not seen:
-        seen.append(version)
-    elif seen[0] != version:
-        raise _VersionChanged
-
-
 class HttpBackend:
     """The Backend protocol over HTTP.
 
@@ -282,7 +270,7 @@ class HttpBackend:
                 if images is not None:
                     return self._classify_images(labelset, sources, names, options, on_error)
                 return self._classify_rows(labelset, matrix, names, options, on_error)
-            except _VersionChanged:
+            except replies.VersionChanged:
                 continue
         raise ConflictError(f"label set {labelset} changed during the call; retry")
 
@@ -313,7 +301,7 @@ class HttpBackend:
                     raise
                 raise type(exc)(message) from None
             answers = replies.parse_results(self._parse(response), len(batch))
-            _same_version(seen, answers[0].version)
+            replies.same_version(seen, answers[0].version)
             for (i, _), answer in zip(batch, answers, strict=True):
                 error = wire.restore_name(answer.error, [names[i]]) if answer.error else None
                 results[i] = replace(answer, image=names[i], error=error)
@@ -390,7 +378,7 @@ class HttpBackend:
             answers = replies.parse_results(
                 self._parse(self._request("POST", "/v1/classify", content=body)), len(rows)
             )
-            _same_version(seen, answers[0].version)
+            replies.same_version(seen, answers[0].version)
             out.extend(replace(a, image=names[start + j]) for j, a in enumerate(answers))
         return out
 

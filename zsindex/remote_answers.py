@@ -29,6 +29,18 @@ from zsindex.errors import (
 from zsindex.results import ClassificationResult, LabelSetInfo, LabelTree
 
 
+class VersionChanged(Exception):
+    """A request of a split call was answered from another version than the call's first."""
+
+
+def same_version(seen: list[int], version: int) -> None:
+    """Record the call's label-set version, or signal that it changed mid-call."""
+    if not seen:
+        seen.append(version)
+    elif seen[0] != version:
+        raise VersionChanged
+
+
 def _unexpected(what: str, exc: BaseException | None = None) -> TransportError:
     detail = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
     return TransportError(f"unexpected answer from the server: {what}{detail}")

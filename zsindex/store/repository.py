@@ -33,6 +33,7 @@ from zsindex.store.records import (
     NewVersion,
     VersionRecord,
 )
+from zsindex.store.rows import iso_utc, model_record, version_record
 
 # Rows per embedding chunk: 16 MiB per chunk at 512 fp16 dims, few enough blobs to load fast.
 CHUNK_ROWS = 16_384
@@ -91,7 +92,7 @@ class Store:
                 )
             )
             row = conn.execute(query).one()
-        return _model_record(row._mapping)
+        return model_record(row._mapping)
 
     # -- writing versions -------------------------------------------------------------------
 
@@ -252,7 +253,7 @@ class Store:
             ).first()
         if row is None:
             raise NotFoundError(f"label set {name!r} does not exist (see `zsindex labels list`)")
-        return _version_record(row._mapping)
+        return version_record(row._mapping)
 
     def version(self, name: str, number: int) -> VersionRecord:
         with read_transaction(self.engine) as conn:
@@ -263,7 +264,7 @@ class Store:
             ).first()
         if row is None:
             raise NotFoundError(f"label set {name!r} has no version {number}")
-        return _version_record(row._mapping)
+        return version_record(row._mapping)
 
     def list_current(self) -> list[VersionRecord]:
         """Every label set's current version, by name."""
@@ -273,7 +274,7 @@ class Store:
                 .where(LabelSetVersionRow.id == LabelSetRow.current_version_id)
                 .order_by(LabelSetRow.name)
             ).all()
-        return [_version_record(r._mapping) for r in rows]
+        return [version_record(r._mapping) for r in rows]
 
     def current_version_ids(self) -> dict[str, int]:
         """Cheap poll of which version each label set currently serves (for hot swap)."""
@@ -294,7 +295,7 @@ class Store:
                     LabelSetVersionRow, LabelSetVersionRow.id == LabelSetRow.current_version_id
                 )
             ).all()
-        return {name: (int(vid), _iso(created)) for name, vid, created in rows}
+        return {name: (int(vid), iso_utc(created)) for name, vid, created in rows}
 
     def history(self, name: str) -> list[VersionRecord]:
         """All versions of ``name``, oldest first."""
@@ -306,7 +307,7 @@ class Store:
             ).all()
         if not rows:
             raise NotFoundError(f"label set {name!r} does not exist (see `zsindex labels list`)")
-        return [_version_record(r._mapping) for r in rows]
+        return [version_record(r._mapping) for r in rows]
 
     def load_labels(self, version_id: int) -> LabelColumns:
         with read_transaction(self.engine) as conn:
@@ -340,64 +341,6 @@ class Store:
         )
         for start, count, data in result:
             yield int(start), int(count), bytes(data)
-
-
-def _iso(value: dt.datetime | None) -> str:
-    # SQLite hands back naive datetimes, PostgreSQL aware ones: compare them as UTC text.
-    if value is None:
-        return ""
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value.isoformat()
-
-
-def _model_record(m: Any) -> ModelRecord:
-    return ModelRecord(
-        id=m["id"],
-        name=m["name"],
-        pretrained=m["pretrained"] or None,
-        weights_sha256=m["weights_sha256"],
-        dim=m["dim"],
-        logit_scale=m["logit_scale"],
-        logit_bias=m["logit_bias"],
-        context_length=m["context_length"],
-    )
-
-
-def _version_record(m: Any) -> VersionRecord:
-    return VersionRecord(
-        labelset=m["labelset"],
-        version_id=m["id"],
-        version=m["version"],
-        status=m["status"],
-        model=ModelRecord(
-            id=m["m_id"],
-            name=m["m_name"],
-            pretrained=m["m_pretrained"] or None,
-            weights_sha256=m["m_sha"],
-            dim=m["m_dim"],
-            logit_scale=m["m_scale"],
-            logit_bias=m["m_bias"],
-            context_length=m["m_ctx"],
-        ),
-        digest=m["digest"],
-        templates=tuple(json.loads(m["templates"])),
-        num_labels=m["num_labels"],
-        depth=m["depth"],
-        rank_names=tuple(json.loads(m["rank_names"])),
-        dim=m["dim"],
-        dtype=m["dtype"],
-        num_truncated=m["num_truncated"],
-        source=m["source"],
-        created_at=m["created_at"],
-        is_current=m["current_version_id"] == m["id"],
-        index_spec=m["index_spec"],
-    )
-
-
-def version_key(record: VersionRecord) -> tuple[int, str]:
-    """The key :meth:`Store.current_version_keys` reports for ``record``."""
-    return (record.version_id, _iso(record.created_at))
 
 
 def chunk_digests(matrix: np.ndarray) -> Sequence[str]:

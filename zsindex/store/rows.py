@@ -1,0 +1,70 @@
+"""Row mappings from SQL → the plain records the store hands out (no ORM object leaves)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from zsindex.store.records import ModelRecord, VersionRecord
+
+
+def iso_utc(value: dt.datetime | None) -> str:
+    """A timestamp as naive UTC ISO text (``""`` for none)."""
+    # SQLite hands back naive datetimes, PostgreSQL aware ones: compare them as UTC text.
+    if value is None:
+        return ""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat()
+
+
+def model_record(m: Any) -> ModelRecord:
+    """A ``models`` row mapping as a :class:`ModelRecord`."""
+    return ModelRecord(
+        id=m["id"],
+        name=m["name"],
+        pretrained=m["pretrained"] or None,
+        weights_sha256=m["weights_sha256"],
+        dim=m["dim"],
+        logit_scale=m["logit_scale"],
+        logit_bias=m["logit_bias"],
+        context_length=m["context_length"],
+    )
+
+
+def version_record(m: Any) -> VersionRecord:
+    """A row of :meth:`Store._version_query` (version, label set and model columns)."""
+    return VersionRecord(
+        labelset=m["labelset"],
+        version_id=m["id"],
+        version=m["version"],
+        status=m["status"],
+        model=ModelRecord(
+            id=m["m_id"],
+            name=m["m_name"],
+            pretrained=m["m_pretrained"] or None,
+            weights_sha256=m["m_sha"],
+            dim=m["m_dim"],
+            logit_scale=m["m_scale"],
+            logit_bias=m["m_bias"],
+            context_length=m["m_ctx"],
+        ),
+        digest=m["digest"],
+        templates=tuple(json.loads(m["templates"])),
+        num_labels=m["num_labels"],
+        depth=m["depth"],
+        rank_names=tuple(json.loads(m["rank_names"])),
+        dim=m["dim"],
+        dtype=m["dtype"],
+        num_truncated=m["num_truncated"],
+        source=m["source"],
+        created_at=m["created_at"],
+        is_current=m["current_version_id"] == m["id"],
+        index_spec=m["index_spec"],
+    )
+
+
+def version_key(record: VersionRecord) -> tuple[int, str]:
+    """The key :meth:`Store.current_version_keys` reports for ``record``."""
+    return (record.version_id, iso_utc(record.created_at))
