@@ -33,7 +33,7 @@ from zsindex.store.records import (
     NewVersion,
     VersionRecord,
 )
-from zsindex.store.rows import iso_utc, model_record, version_record
+from zsindex.store.rows import MODEL_COLUMNS, MODEL_PREFIX, iso_utc, model_record, version_record
 
 # Rows per embedding chunk: 16 MiB per chunk at 512 fp16 dims, few enough blobs to load fast.
 CHUNK_ROWS = 16_384
@@ -225,14 +225,7 @@ class Store:
                 LabelSetRow.name.label("labelset"),
                 LabelSetRow.current_version_id,
                 LabelSetVersionRow,
-                ModelRow.id.label("m_id"),
-                ModelRow.name.label("m_name"),
-                ModelRow.pretrained.label("m_pretrained"),
-                ModelRow.weights_sha256.label("m_sha"),
-                ModelRow.dim.label("m_dim"),
-                ModelRow.logit_scale.label("m_scale"),
-                ModelRow.logit_bias.label("m_bias"),
-                ModelRow.context_length.label("m_ctx"),
+                *(getattr(ModelRow, c).label(MODEL_PREFIX + c) for c in MODEL_COLUMNS),
             )
             .join(LabelSetRow, LabelSetRow.id == LabelSetVersionRow.labelset_id)
             .join(ModelRow, ModelRow.id == LabelSetVersionRow.model_id)

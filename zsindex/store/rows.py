@@ -19,18 +19,26 @@ def iso_utc(value: dt.datetime | None) -> str:
     return value.isoformat()
 
 
-def model_record(m: Any) -> ModelRecord:
-    """A ``models`` row mapping as a :class:`ModelRecord`."""
-    return ModelRecord(
-        id=m["id"],
-        name=m["name"],
-        pretrained=m["pretrained"] or None,
-        weights_sha256=m["weights_sha256"],
-        dim=m["dim"],
-        logit_scale=m["logit_scale"],
-        logit_bias=m["logit_bias"],
-        context_length=m["context_length"],
-    )
+MODEL_COLUMNS = (
+    "id",
+    "name",
+    "pretrained",
+    "weights_sha256",
+    "dim",
+    "logit_scale",
+    "logit_bias",
+    "context_length",
+)
+"""The ``models`` columns a :class:`ModelRecord` is made of."""
+MODEL_PREFIX = "m_"
+"""How a version query labels its model's columns (``m_dim`` …), apart from the version's."""
+
+
+def model_record(m: Any, prefix: str = "") -> ModelRecord:
+    """A ``models`` row mapping (its columns named ``prefix + column``) as a record."""
+    values = {c: m[prefix + c] for c in MODEL_COLUMNS}
+    values["pretrained"] = values["pretrained"] or None
+    return ModelRecord(**values)
 
 
 def version_record(m: Any) -> VersionRecord:
@@ -40,16 +48,7 @@ def version_record(m: Any) -> VersionRecord:
         version_id=m["id"],
         version=m["version"],
         status=m["status"],
-        model=ModelRecord(
-            id=m["m_id"],
-            name=m["m_name"],
-            pretrained=m["m_pretrained"] or None,
-            weights_sha256=m["m_sha"],
-            dim=m["m_dim"],
-            logit_scale=m["m_scale"],
-            logit_bias=m["m_bias"],
-            context_length=m["m_ctx"],
-        ),
+        model=model_record(m, MODEL_PREFIX),
         digest=m["digest"],
         templates=tuple(json.loads(m["templates"])),
         num_labels=m["num_labels"],
