@@ -20,6 +20,7 @@ from zsindex.settings_types import (
     BatchingConfig,
     NetworkSettings,
     ServiceLimits,
+    ServingConfig,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "BatchingConfig",
     "NetworkSettings",
     "ServiceLimits",
+    "ServingConfig",
     "Settings",
     "network_from_env",
     "validate_device",
@@ -184,6 +186,24 @@ def _batching_from_env(env: Env) -> BatchingConfig:
     )
 
 
+def _serving_from_env(env: Env) -> ServingConfig:
+    d = ServingConfig()
+    raw = _raw(env, "ZSINDEX_PRELOAD")
+    preload: tuple[str, ...] | None
+    if raw is None or raw.strip() == "*":
+        preload = None
+    elif raw.strip() == "-":
+        preload = ()
+    else:
+        preload = _parse_list(raw)
+    return ServingConfig(
+        preload=preload,
+        notify=_env_bool(env, "ZSINDEX_NOTIFY", d.notify),
+        drain_s=_env_float(env, "ZSINDEX_DRAIN_S", d.drain_s),
+        shutdown_timeout_s=_env_float(env, "ZSINDEX_SHUTDOWN_TIMEOUT_S", d.shutdown_timeout_s),
+    )
+
+
 def _first_set(env: Env, *names: str) -> str:
     for name in names:
         value = env.get(name)
@@ -237,6 +257,9 @@ class Settings:
             proxies).
         fast_decode: decode JPEGs in draft mode (reduced scale, faster, not bit-exact) where a
             request does not say (``ZSINDEX_FAST_DECODE``, default off).
+        serving: how a service replica preloads, follows the store (NOTIFY) and drains
+            (``ZSINDEX_PRELOAD``, ``ZSINDEX_NOTIFY``, ``ZSINDEX_DRAIN_S``,
+            ``ZSINDEX_SHUTDOWN_TIMEOUT_S``).
         index: the index spec of label sets that do not ask for one, in canonical form
             (``IndexSpec.canonical``) (``ZSINDEX_INDEX``, default ``exact``; e.g. ``ivf1024``,
             ``hnsw32,fp16``).
@@ -256,6 +279,7 @@ class Settings:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     fast_decode: bool = False
     index: str = DEFAULT_INDEX
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     @classmethod
     def from_env(cls, environ: Env | None = None) -> Settings:
@@ -294,6 +318,7 @@ class Settings:
             network=network_from_env(env),
             fast_decode=_env_bool(env, "ZSINDEX_FAST_DECODE", False),
             index=_index_from_env(env),
+            serving=_serving_from_env(env),
         )
 
     @property

@@ -10,7 +10,7 @@ model) and the :class:`~zsindex.classify.pipeline.ImagePipeline` (images → pre
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from zsindex.results import ClassificationResult, LabelSetInfo, LabelTree
 if TYPE_CHECKING:
     from zsindex.catalog.catalog import Catalog
     from zsindex.catalog.registration import Progress
-    from zsindex.classify.classifier import Classifier
+    from zsindex.classify.classifier import Classifier, SyncReport
     from zsindex.classify.loaded import LoadedLabelSet
     from zsindex.classify.pipeline import ImagePipeline
     from zsindex.encoders.pool import EncoderPool
@@ -218,8 +218,14 @@ class LocalBackend:
         return self.classifier.resolve(labelset)
 
     def refresh(self) -> list[str]:
-        """Drop loaded label sets whose current version changed in the store (hot swap)."""
+        """Bring loaded label sets to their current versions in the store (hot swap, warm)."""
         return self.classifier.refresh()
+
+    def sync(self, names: Iterable[str] | None = None, *, preload: bool = False) -> SyncReport:
+        """Converge to the store (see :meth:`Classifier.sync`); with ``preload``, also load the
+        label sets ``settings.serving.preload`` names (all by default) that are not loaded."""
+        eager = self.settings.serving.preloads if preload else None
+        return self.classifier.sync(names, eager=eager)
 
     def ready(self) -> dict[str, Any]:
         """Store reachable; which label sets are loaded, at which version, on which index."""

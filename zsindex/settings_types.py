@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["MIB", "BatchingConfig", "NetworkSettings", "ServiceLimits"]
+__all__ = ["MIB", "BatchingConfig", "NetworkSettings", "ServiceLimits", "ServingConfig"]
 
 MIB = 1024 * 1024
 
@@ -72,6 +72,33 @@ class BatchingConfig:
     max_wait_s: float = 0.004
     model_workers: int = 1
     torch_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """How a service replica starts, follows the store and stops.
+
+    Attributes:
+        preload: label sets loaded before ``/readyz`` says ready (``ZSINDEX_PRELOAD``, comma
+            separated; default ``None``: every label set in the store, and new ones as they
+            appear; ``()`` (``ZSINDEX_PRELOAD=-``): none, each loads on first use).
+        notify: on PostgreSQL, follow writes through ``LISTEN``/``NOTIFY`` (``ZSINDEX_NOTIFY``,
+            default on; polling every ``ZSINDEX_REFRESH_INTERVAL_S`` stays as the fallback).
+        drain_s: after SIGTERM, seconds the replica keeps serving (``/readyz`` already 503) so
+            load balancers stop sending before it stops accepting (``ZSINDEX_DRAIN_S``,
+            default 5).
+        shutdown_timeout_s: after the drain, the longest in-flight requests may take before
+            the process exits anyway (``ZSINDEX_SHUTDOWN_TIMEOUT_S``, default 30).
+    """
+
+    preload: tuple[str, ...] | None = None
+    notify: bool = True
+    drain_s: float = 5.0
+    shutdown_timeout_s: float = 30.0
+
+    def preloads(self, name: str) -> bool:
+        """Whether ``name`` is loaded eagerly (at start and whenever it changes)."""
+        return self.preload is None or name in self.preload
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +18,20 @@ OTHER_KEY = "zs-second-key-00112233445566"
 TINY_WEIGHTS = (
     Path(__file__).resolve().parents[2] / "zsindex/models/zsindex-tiny/open_clip_model.safetensors"
 )
+
+
+def wait_ready(get: Callable[[str], Any], timeout: float = 60.0) -> Any:
+    """Poll ``get("/readyz")`` until it answers 200 (a replica preloads before it says ready);
+    every earlier answer must be the documented 503 ``not_ready``. Returns the 200 response."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = get("/readyz")
+        if answer.status_code == 200:
+            return answer
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["code"] == "not_ready", answer.text
+        assert time.monotonic() < deadline, f"not ready after {timeout:g} s: {answer.text}"
+        time.sleep(0.05)
 
 
 def has_local_backend() -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 from svc_backends import DIM, UNREACHABLE_STORE
-from svc_helpers import auth, jpeg_bytes, png_bytes
+from svc_helpers import auth, jpeg_bytes, png_bytes, wait_ready
 
 from zsindex.config import Settings
 from zsindex.local import LocalBackend
@@ -19,9 +19,14 @@ from zsindex.service.limits import ServiceLimits
 
 def test_healthz_and_readyz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    ready = client.get("/readyz")
-    assert ready.status_code == 200
+    ready = wait_ready(client.get)
     assert ready.json()["status"] == "ready"
+    # Ready means warm: the stored label set is loaded, at its current version.
+    detail = ready.json()["detail"]
+    assert detail["warm"] is True and detail["notifications"] == "off"  # SQLite: polling
+    assert detail["loaded"]["colors"]["version"] == client.get("/v1/labelsets/colors").json()[
+        "version"
+    ]
 
 
 def test_readyz_503_when_store_down(make_app, settings: Settings) -> None:

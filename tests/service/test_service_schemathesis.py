@@ -45,7 +45,7 @@ def backend(backend_under_test: RecordingBackend) -> RecordingBackend:
 @pytest.fixture
 def asgi_app(make_app, backend: RecordingBackend) -> Any:
     app = make_app(backend=backend)
-    app.state.zs.initial_refresh_done = True  # no lifespan under schemathesis' ASGI client
+    app.state.zs.follower.warm = True  # no lifespan under schemathesis' ASGI client
     return app
 
 

@@ -1,23 +1,54 @@
-"""Which version of each label set this process serves: resolve, refresh, forget.
+"""Which version of each label set this process serves: resolve, sync, forget.
 
 Loaded label sets live in one :class:`~zsindex.index.registry.IndexRegistry`: loads are single
 flight per name (concurrent first requests load once) and a new version replaces the old one
-atomically, never going backwards. A request resolves once and answers from that one immutable
+atomically. A request resolves once and answers from that one immutable
 :class:`~zsindex.classify.loaded.LoadedLabelSet`, so a response never mixes versions.
+
+:meth:`Classifier.sync` converges to the store warm: a changed version is loaded first and
+swapped in only when complete, so requests keep being answered by the old version meanwhile.
+It reads the store's own current versions every time, so whatever prompted it (a poll, a
+notification naming a deleted or unknown set, the same notification twice) can only move the
+process towards what the store says.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Hashable
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
 
 from zsindex.classify.loaded import LoadedLabelSet
 from zsindex.index.registry import Entry, IndexRegistry
+
+log = logging.getLogger("zsindex.classify")
 
 VersionKey = Hashable
 Loader = Callable[[str], LoadedLabelSet]
 CurrentKeys = Callable[[], dict[str, VersionKey]]
 KeyOf = Callable[[LoadedLabelSet], VersionKey]
+OnInstall = Callable[[LoadedLabelSet, float], None]
+"""Called with each version installed and the seconds its load took."""
+OnRemove = Callable[[str], None]
+
+
+@dataclass
+class SyncReport:
+    """What one :meth:`Classifier.sync` did.
+
+    Attributes:
+        installed: names whose new (or first) version was loaded and swapped in.
+        removed: names dropped because the store no longer has them.
+        failed: names whose load failed, with the error (the old version keeps serving).
+        current: every label set the store has, with its version key.
+    """
+
+    installed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    current: dict[str, VersionKey] = field(default_factory=dict)
 
 
 class Classifier:
@@ -37,48 +68,76 @@ class Classifier:
         self._generation = 0
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self._on_install: list[OnInstall] = []
+        self._on_remove: list[OnRemove] = []
+
+    def add_listener(
+        self, on_install: OnInstall | None = None, on_remove: OnRemove | None = None
+    ) -> None:
+        """Be told of every version installed (with its load time) and every name dropped."""
+        if on_install is not None:
+            self._on_install.append(on_install)
+        if on_remove is not None:
+            self._on_remove.append(on_remove)
 
     def resolve(self, name: str) -> LoadedLabelSet:
         """The loaded current version of ``name`` (loaded on first use, then held)."""
         held = self._registry.get(name)
         if held is not None:
             return held.index
-        with self._lock:
-            name_lock = self._loading.setdefault(name, threading.Lock())
-        with name_lock:  # one loader per name; the others wait for its result
-            held = self._registry.get(name)
-            if held is not None:
-                return held.index
-            with self._lock:
-                generation = self._generation
-            loaded = self._load(name)
-            with self._lock:
-                fresh = generation == self._generation
-            if fresh:  # a write or refresh meanwhile: answer with it, but do not keep it
-                self._registry.install(Entry(name, loaded.version, loaded))
-            return loaded
+        loaded = self._load_locked(name, lambda entry: entry is None)
+        assert loaded is not None  # loaded whenever nothing was held
+        return loaded
+
+    def sync(
+        self, names: Iterable[str] | None = None, *, eager: Callable[[str], bool] | None = None
+    ) -> SyncReport:
+        """Bring loaded label sets to the store's current versions, warm.
+
+        Args:
+            names: the label sets to look at (a notification's names); ``None``: all.
+            eager: which label sets to load even when nothing holds them yet (preloading);
+                default none: only those already loaded are brought up to date.
+
+        Returns:
+            What was installed, removed and what failed (a failed load leaves the old version
+            serving; the next sync retries it).
+        """
+        current = self._current_keys()
+        report = SyncReport(current=dict(current))
+        held = {entry.name: entry for entry in self._registry.items()}
+        wanted = set(held) | {n for n in current if eager is not None and eager(n)}
+        if names is not None:
+            wanted &= set(names)
+        for name in sorted(wanted):
+            key = current.get(name)
+            entry = held.get(name)
+            if key is None:
+                if entry is not None and self._registry.remove_if(name, entry.version):
+                    report.removed.append(name)
+                    self._removed(name)
+                continue
+            if entry is not None and self._key_of(entry.index) == key:
+                continue
+            try:
+                self._load_locked(name, self._differs_from(key))
+                report.installed.append(name)
+            except Exception as exc:  # one failing set must not stop the others
+                report.failed[name] = f"{type(exc).__name__}: {exc}"
+                log.warning("could not load label set %r: %s", name, report.failed[name])
+        return report
+
+    def refresh(self) -> list[str]:
+        """:meth:`sync` of every loaded label set; the names brought up to date or dropped."""
+        report = self.sync()
+        return report.installed + report.removed
 
     def forget(self, name: str) -> None:
         """Drop ``name`` (written or deleted here): the next request loads it anew."""
         with self._lock:
             self._generation += 1
-        self._registry.remove(name)
-
-    def refresh(self) -> list[str]:
-        """Drop loaded label sets whose current version changed in the store (hot swap).
-
-        Returns:
-            The names dropped (they load their new version on next use).
-        """
-        current = self._current_keys()
-        dropped = []
-        for entry in self._registry.items():
-            if current.get(entry.name) != self._key_of(entry.index):
-                with self._lock:
-                    self._generation += 1
-                if self._registry.remove_if(entry.name, entry.version):
-                    dropped.append(entry.name)
-        return dropped
+        if self._registry.remove(name) is not None:
+            self._removed(name)
 
     def loaded(self) -> dict[str, LoadedLabelSet]:
         """What is loaded now, by name."""
@@ -88,4 +147,53 @@ class Classifier:
         """Drop everything."""
         with self._lock:
             self._generation += 1
-        self._registry.clear()
+        for name in self._registry.names():
+            self.forget(name)
+
+    def _differs_from(self, key: VersionKey) -> Callable[[Entry[LoadedLabelSet] | None], bool]:
+        return lambda entry: entry is None or self._key_of(entry.index) != key
+
+    def _load_locked(
+        self, name: str, needs_load: Callable[[Entry[LoadedLabelSet] | None], bool]
+    ) -> LoadedLabelSet | None:
+        """Load ``name``'s current version under its name lock when ``needs_load(held)``.
+
+        One loader per name at a time; the others wait and see its result. A load that raced
+        with :meth:`forget` (a write in this process) answers its caller but is not kept, so a
+        version older than the write is never installed.
+        """
+        with self._lock:
+            name_lock = self._loading.setdefault(name, threading.Lock())
+        with name_lock:
+            held = self._registry.get(name)
+            if not needs_load(held):
+                return held.index if held is not None else None
+            with self._lock:
+                generation = self._generation
+            started = time.perf_counter()
+            loaded = self._load(name)
+            seconds = time.perf_counter() - started
+            with self._lock:
+                fresh = generation == self._generation
+            if fresh:
+                self._install(name, loaded, held, seconds)
+            return loaded
+
+    def _install(
+        self,
+        name: str,
+        loaded: LoadedLabelSet,
+        held: Entry[LoadedLabelSet] | None,
+        seconds: float,
+    ) -> None:
+        # Read under the name lock from the store's current row, so it is the store's answer:
+        # a lower number than held means the set was deleted and created again.
+        if held is not None and loaded.version < held.index.version:
+            self._registry.remove_if(name, held.version)
+        self._registry.install(Entry(name, loaded.version, loaded))
+        for callback in self._on_install:
+            callback(loaded, seconds)
+
+    def _removed(self, name: str) -> None:
+        for callback in self._on_remove:
+            callback(name)

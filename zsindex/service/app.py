@@ -6,16 +6,15 @@ globals), so several apps can live in one process.
 Background work while the app runs:
 
 - the micro-batcher's collector (when batching is on; see :mod:`zsindex.service.batching`);
-- a refresh loop calling ``backend.refresh()`` every ``ZSINDEX_REFRESH_INTERVAL_S`` seconds
-  (default 2; 0 turns it off), so versions registered by the CLI or another replica become
-  current without a restart. Each request resolves one immutable loaded version, so a response
-  never mixes versions.
+- the :class:`~zsindex.service.follow.Follower`: preloads the label sets the replica serves
+  (``/readyz`` is 503 until they are loaded), then follows the store — ``LISTEN``/``NOTIFY`` on
+  PostgreSQL, polling every ``ZSINDEX_REFRESH_INTERVAL_S`` seconds (default 2; 0 turns polling
+  off) — loading each new version before swapping it in. Each request resolves one immutable
+  loaded version, so a response never mixes versions.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -52,41 +51,15 @@ Extensions beyond DESIGN.md: `GET /v1/labelsets/{name}/history`,
 """
 
 
-async def _refresh_loop(app: FastAPI) -> None:
-    state = app.state.zs
-    while True:
-        try:
-            await asyncio.to_thread(state.backend.refresh)
-            state.invalidate()
-            state.initial_refresh_done = True
-            state.last_refresh_error = None
-            state.metrics.refreshes.labels("ok").inc()
-        except Exception as exc:
-            state.metrics.refreshes.labels("error").inc()
-            state.last_refresh_error = f"{type(exc).__name__}: {exc}"
-            log.warning("label-set refresh failed: %s", state.last_refresh_error)
-        if state.refresh_interval_s <= 0:
-            if state.initial_refresh_done:
-                return
-            await asyncio.sleep(1.0)  # keep trying until the first load succeeds
-        else:
-            await asyncio.sleep(state.refresh_interval_s)
-
-
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state.zs
     await state.batcher.start()
-    state.tasks.append(asyncio.create_task(_refresh_loop(app), name="zsindex-refresh"))
+    await state.follower.start()
     try:
         yield
     finally:
-        for task in state.tasks:
-            task.cancel()
-        for task in state.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        state.tasks.clear()
+        await state.follower.stop()
         await state.batcher.stop()
         if state.owns_backend:
             state.backend.close()
@@ -137,8 +110,9 @@ def create_app(
         batching: a :class:`BatchingConfig`, or ``True``/``False`` to switch micro-batching on
             or off with the other batching settings from ``settings.batching`` (default:
             ``settings.batching`` as it is).
-        refresh_interval_s: seconds between background ``backend.refresh()`` calls (default
-            ``settings.refresh_interval_s``; 0: refresh once at start-up only).
+        refresh_interval_s: seconds between polls of the store for new versions (default
+            ``settings.refresh_interval_s``; 0: no polling, only the start-up load and, on
+            PostgreSQL, notifications).
 
     Returns:
         The app; serve it with uvicorn.

@@ -70,6 +70,14 @@ def build_router(state: ServiceState) -> APIRouter:
     async def readyz() -> Response:
         detail: dict[str, Any] = {}
         reason = ""
+        if state.draining:  # answer at once: the load balancer must stop sending now
+            body = {
+                "status": "unavailable",
+                "code": "draining",
+                "message": "shutting down: finishing the requests in flight",
+                "detail": {"draining": True},
+            }
+            return json_response(body, status_code=503)
         try:
             detail = await asyncio.wait_for(asyncio.to_thread(state.backend.ready), READY_TIMEOUT_S)
             detail = dict(jsonable_encoder(detail)) if isinstance(detail, dict) else {}
@@ -81,16 +89,13 @@ def build_router(state: ServiceState) -> APIRouter:
         except Exception as exc:
             ok, reason = False, f"the store is unreachable: {type(exc).__name__}"
             log.warning("readiness check failed: %s", exc)
-        if ok and not state.initial_refresh_done:
-            ok, reason = False, "label sets are still loading"
+        detail.update(state.follower.detail())
+        code = "store_unavailable"
+        if ok and not state.follower.warm:
+            ok, code, reason = False, "not_ready", "label sets are still loading"
         if ok:
             return json_response({"status": "ready", "detail": detail})
-        body = {
-            "status": "unavailable",
-            "code": "store_unavailable",
-            "message": reason,
-            "detail": detail,
-        }
+        body = {"status": "unavailable", "code": code, "message": reason, "detail": detail}
         return json_response(body, status_code=503)
 
     @router.get(

@@ -12,16 +12,20 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
 log = logging.getLogger("zsindex.service")
+
+DRAIN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def prefer_passive_openmp() -> None:
@@ -56,9 +60,116 @@ def uvicorn_config(
     return uvicorn.Config(app, **options)
 
 
-def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> None:
-    """Serve ``app`` in the foreground until interrupted."""
-    uvicorn.Server(uvicorn_config(app, host, port, **kwargs)).run()
+class DrainingServer(uvicorn.Server):
+    """uvicorn that drains before it stops, for rolling restarts behind a load balancer.
+
+    The first SIGTERM (or SIGINT) calls ``on_drain`` at once (the app's ``/readyz`` turns 503,
+    so health checks take the replica out) and keeps serving for ``drain_s`` seconds; then
+    uvicorn's own graceful shutdown runs: the listening socket closes (new connections are
+    refused, a proxy retries them elsewhere), requests in flight finish, bounded by
+    ``timeout_graceful_shutdown``. A second signal skips the rest of the drain; a third stops
+    without waiting for requests in flight.
+    Unlike plain uvicorn, the signal is not raised again after a graceful stop: the process
+    exits 0.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, *, drain_s: float, on_drain: Callable[[], None]
+    ) -> None:
+        super().__init__(config)
+        self.drain_s = drain_s
+        self._on_drain = on_drain
+        self._draining_since: float | None = None
+        self._timer: threading.Timer | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in DRAIN_SIGNALS}
+        try:
+            yield
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining_since is None:
+            self._draining_since = time.monotonic()
+            log.warning(
+                "%s: draining for %.1f s, then finishing requests in flight",
+                signal.Signals(sig).name,
+                self.drain_s,
+            )
+            self._on_drain()
+            self._timer = threading.Timer(self.drain_s, self._stop_accepting)
+            self._timer.daemon = True
+            self._timer.start()
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.should_exit:  # a third signal: do not even wait for requests in flight
+            log.warning("%s again: exiting without waiting", signal.Signals(sig).name)
+            self.force_exit = True
+            return
+        log.warning("%s again: skipping the drain", signal.Signals(sig).name)
+        self.should_exit = True
+
+    def _stop_accepting(self) -> None:
+        self.should_exit = True
+
+
+def serve(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    sockets: list[socket.socket] | None = None,
+    drain_s: float = 0.0,
+    on_drain: Callable[[], None] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Serve ``app`` in the foreground until a signal, draining first (:class:`DrainingServer`);
+    on ``sockets`` when given (already bound, see :func:`bind_socket`)."""
+    config = uvicorn_config(app, host, port, **kwargs)
+    server = DrainingServer(config, drain_s=drain_s, on_drain=on_drain or (lambda: None))
+    server.run(sockets=sockets)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``, bound before the app starts.
+
+    Raises:
+        InvalidInputError: the host does not resolve or the port cannot be bound (in use, or
+            privileged); the message names both.
+    """
+    from zsindex.errors import InvalidInputError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InvalidInputError(
+            f"cannot listen on {host}:{port}: the host does not resolve ({exc}); "
+            "use an address of this machine, e.g. --host 127.0.0.1"
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise InvalidInputError(
+            f"cannot listen on {host}:{port}: {reason}; choose another --port or stop what holds it"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -127,4 +238,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     prefer_passive_openmp()
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    serve(create_app(Settings.from_env()), args.host, args.port, log_level=args.log_level)
+    settings = Settings.from_env()
+    app = create_app(settings)
+
+    def drain() -> None:
+        app.state.zs.draining = True
+
+    serve(
+        app,
+        args.host,
+        args.port,
+        drain_s=settings.serving.drain_s,
+        on_drain=drain,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=settings.serving.shutdown_timeout_s,
+    )

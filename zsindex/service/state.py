@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from starlette.responses import Response
@@ -19,6 +22,9 @@ from zsindex.service.metrics import ServiceMetrics
 if TYPE_CHECKING:
     from zsindex.classify.loaded import LoadedLabelSet
     from zsindex.local import LocalBackend
+    from zsindex.service.follow import Follower
+
+T = TypeVar("T")
 
 INLINE_DECODE_PIXELS = 1_000_000
 """Images up to this many pixels may decode on the event loop (a few ms at most)."""
@@ -35,12 +41,17 @@ class ServiceState:
     keys: KeyChecker
     refresh_interval_s: float
     owns_backend: bool = False
-    initial_refresh_done: bool = False
-    last_refresh_error: str | None = None
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    draining: bool = False
+    """Set when SIGTERM arrives: ``/readyz`` answers 503 from then on."""
+    follower: Follower = field(init=False)
     _resolved: dict[str, LoadedLabelSet] = field(default_factory=dict)
     _generation: int = 0
     _models_ready: set[Any] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        from zsindex.service.follow import Follower
+
+        self.follower = Follower(self)
 
     # -- resolved label sets (event-loop thread only) ---------------------------------------------
 
@@ -61,11 +72,16 @@ class ServiceState:
             self._resolved[labelset] = loaded
         return loaded
 
-    async def ready_model(self, loaded: LoadedLabelSet) -> None:
-        """Load the label set's model in a worker thread on first use (never on the loop)."""
+    async def ready_model(self, loaded: LoadedLabelSet, *, background: bool = False) -> None:
+        """Load the label set's model in a worker thread on first use (never on the loop);
+        with ``background``, in a daemon thread that shutdown does not wait for."""
         key = loaded.model_key
         if key not in self._models_ready:
-            await asyncio.to_thread(lambda: self.backend.pipeline.encoder(loaded).load())
+
+            def load() -> None:
+                self.backend.pipeline.encoder(loaded).load()
+
+            await (in_daemon_thread(load) if background else asyncio.to_thread(load))
             self._models_ready.add(key)
 
     def invalidate(self) -> None:
@@ -100,6 +116,35 @@ class ServiceState:
         return pipeline.prepare(
             loaded, source, name, fast_decode=fast_decode, max_pixels=max_pixels
         )
+
+
+async def in_daemon_thread(fn: Callable[[], T]) -> T:
+    """``await fn()`` run in a new daemon thread.
+
+    For background work (preloading, following the store) that a shutdown must not wait for:
+    ``asyncio.to_thread``'s pool threads are joined when the process exits, so a model or a
+    large label set still loading would hold a stopping replica for as long as it takes.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:
+            report = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(deliver, lambda: future.set_exception(report))
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(deliver, lambda: future.set_result(result))
+
+    threading.Thread(target=run, name="zsindex-background", daemon=True).start()
+    return await future
 
 
 def _json_default(value: Any) -> Any:

@@ -26,6 +26,7 @@ from zsindex.store.models import (
     LabelSetVersionRow,
     ModelRow,
 )
+from zsindex.store.notify import notify_change
 from zsindex.store.records import (
     LabelColumns,
     ModelRecord,
@@ -153,6 +154,7 @@ class Store:
                         .where(LabelSetRow.id == labelset_id)
                         .values(current_version_id=version_id, updated_at=_utcnow())
                     )
+                    notify_change(conn, new.labelset)  # delivered at commit
                 return self.version(new.labelset, number)
             except IntegrityError as exc:
                 if attempt == 2:
@@ -216,6 +218,7 @@ class Store:
                 .values(current_version_id=None)
             )
             conn.execute(delete(LabelSetRow).where(LabelSetRow.id == labelset_id))
+            notify_change(conn, name)
 
     # -- reading ----------------------------------------------------------------------------
 
