@@ -51,18 +51,29 @@ def error_response(
 
 def _loc(loc: Sequence[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "form")]
-    return ".".join(parts) or "request"
+    return ".".join(parts)
+
+
+_VALUE_ERROR_PREFIX = "Value error, "
 
 
 def describe_validation_errors(errors: Sequence[Any], limit: int = 3) -> str:
-    """A short, one-line description of pydantic/FastAPI validation errors."""
+    """A short, one-line description of pydantic/FastAPI validation errors.
+
+    Our own validators' messages are full sentences: they go out without pydantic's
+    ``Value error, `` prefix, and without a location when they concern the whole request.
+    """
     parts = []
     for err in list(errors)[:limit]:
         loc = _loc(err.get("loc", ()))
         msg = str(err.get("msg", "invalid"))
         if err.get("type") == "json_invalid":
             msg = "the body is not valid JSON"
-        parts.append(f"{loc}: {msg}")
+        if err.get("type") == "value_error":
+            msg = msg.removeprefix(_VALUE_ERROR_PREFIX)
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        else:
+            parts.append(f"{loc or 'request'}: {msg}")
     more = len(errors) - limit
     if more > 0:
         parts.append(f"and {more} more")

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import time
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -28,6 +30,7 @@ from zsindex.errors import (
     ZsindexError,
 )
 from zsindex.service.batching import Job
+from zsindex.service.request_log import RequestNote, request_note
 from zsindex.service.schemas import (
     ClassificationOut,
     ClassifyJsonRequest,
@@ -138,7 +141,9 @@ def _check_count(n: int, limit: int, what: str, env: str) -> None:
         raise PayloadTooLargeError(f"too many {what}: {n} > {limit} per request ({env})")
 
 
-async def _parse(request: Request, state: ServiceState) -> tuple[ClassifyOptions, Job]:
+async def _parse(
+    request: Request, state: ServiceState, note: RequestNote
+) -> tuple[ClassifyOptions, Job]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     limits = state.limits
     if content_type == "multipart/form-data":
@@ -174,11 +179,15 @@ async def _parse(request: Request, state: ServiceState) -> tuple[ClassifyOptions
             "POST /v1/classify takes multipart/form-data or application/json, not "
             f"{content_type or 'an unspecified content type'}"
         )
+    note.labelset = options.labelset
+    note.images = len(raw) if embeddings is None else int(embeddings.shape[0])
     opts = options.to_options().with_defaults(fast_decode=state.settings.fast_decode)
     if embeddings is not None:
         names = [str(i) for i in range(embeddings.shape[0])]
+        loaded = await state.resolve(options.labelset)
+        note.labelset, note.labelset_known = loaded.name, True
         job = Job(
-            loaded=await state.resolve(options.labelset),
+            loaded=loaded,
             image_names=names,
             options=opts,
             embeddings=embeddings,
@@ -188,6 +197,7 @@ async def _parse(request: Request, state: ServiceState) -> tuple[ClassifyOptions
         len(raw), limits.max_images_per_request, "images", "ZSINDEX_MAX_IMAGES_PER_REQUEST"
     )
     loaded = await state.resolve(options.labelset)
+    note.labelset, note.labelset_known = loaded.name, True  # the stored spelling: one series
     await state.ready_model(loaded)
     fast = bool(opts.fast_decode)
     report = options.on_error == "report"
@@ -233,6 +243,31 @@ _FAILED = object()
 """Stands for an image that could not be prepared (``on_error="report"``)."""
 
 
+async def _classify(
+    request: Request, state: ServiceState, note: RequestNote, read_required: bool
+) -> list[Any]:
+    state.keys.check_query(request)
+    if read_required:
+        state.keys.check_header(request, purpose="reading")
+    try:
+        state.limiter.acquire()
+    except OverloadedError:
+        state.metrics.rejected.labels("overloaded").inc()
+        raise
+    state.metrics.inflight.inc()
+    try:
+        async with asyncio.timeout(state.limits.request_timeout_s):
+            _, job = await _parse(request, state, note)
+            return list(await state.batcher.submit(job))
+    except ZsindexError as exc:
+        if exc.http_status == 413:
+            state.metrics.rejected.labels("too_large").inc()
+        raise
+    finally:
+        state.metrics.inflight.dec()
+        state.limiter.release()
+
+
 def build_router(state: ServiceState) -> APIRouter:
     router = APIRouter(tags=["classify"])
     # The hot path checks keys directly rather than through FastAPI's dependency injection.
@@ -247,32 +282,33 @@ def build_router(state: ServiceState) -> APIRouter:
     )
     async def classify(request: Request) -> Response:
         """One result per image, in request order, all from one label-set version."""
-        state.keys.check_query(request)
-        if read_required:
-            state.keys.check_header(request, purpose="reading")
+        start = time.perf_counter()
+        note = request_note()
+        outcome = "error"
         try:
-            state.limiter.acquire()
-        except OverloadedError:
-            state.metrics.rejected.labels("overloaded").inc()
-            raise
-        state.metrics.inflight.inc()
-        try:
-            async with asyncio.timeout(state.limits.request_timeout_s):
-                _, job = await _parse(request, state)
-                results = await state.batcher.submit(job)
+            results = await _classify(request, state, note, read_required)
+            outcome = "ok"
         except TimeoutError:
+            outcome = "timeout"
             state.metrics.rejected.labels("timeout").inc()
             raise OverloadedError(
                 f"request timed out after {state.limits.request_timeout_s:g} s "
                 "(ZSINDEX_REQUEST_TIMEOUT_S); the service is overloaded, retry shortly"
             ) from None
         except ZsindexError as exc:
-            if exc.http_status == 413:
-                state.metrics.rejected.labels("too_large").inc()
+            outcome = exc.code
+            raise
+        except ValidationError:
+            outcome = "invalid_input"
             raise
         finally:
-            state.metrics.inflight.dec()
-            state.limiter.release()
+            # The name is a metric label only once it resolved, so label values stay bounded.
+            state.metrics.record_classify(
+                note.labelset if note.labelset_known else None,
+                outcome,
+                note.images,
+                time.perf_counter() - start,
+            )
         return json_response([r.to_dict() for r in results])
 
     return router

@@ -12,7 +12,8 @@ import binascii
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from zsindex.errors import InvalidInputError
@@ -55,11 +56,27 @@ def decode_matrix(shape: list[int], data: str, dtype: str = "float32") -> np.nda
     return np.frombuffer(raw, dtype=wire).reshape(rows, cols).astype(native)
 
 
+async def require_json(request: Request) -> None:
+    """415 ``unsupported_media_type`` (as ``/v1/classify`` answers) for a non-JSON body.
+
+    Runs after the key check, so an anonymous caller still learns 401 first.
+    """
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json"):
+        return
+    raise StarletteHTTPException(
+        415,
+        f"{request.method} {request.url.path} takes application/json, not "
+        f"{content_type or 'an unspecified content type'}",
+    )
+
+
 def build_router(state: ServiceState) -> APIRouter:
     router = APIRouter(tags=["labelsets"], responses=ERROR_RESPONSES)
     read = Depends(require_read(state.keys, state.settings.require_auth_for_reads))
     write = Depends(require_write(state.keys))
     scheme = Depends(bearer_scheme)
+    json_body = Depends(require_json)
     backend = state.backend
 
     def write_then_refresh(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -85,7 +102,7 @@ def build_router(state: ServiceState) -> APIRouter:
         summary="Register a label set (or a new version of it)",
         status_code=201,
         response_model=LabelSetDetail,
-        dependencies=[scheme, write],
+        dependencies=[scheme, write, json_body],
     )
     async def create_labelset(body: LabelSetCreate) -> Response:
         source = body.to_source()
@@ -162,7 +179,7 @@ def build_router(state: ServiceState) -> APIRouter:
         summary="Register precomputed label embeddings as a new version (extension)",
         status_code=201,
         response_model=LabelSetDetail,
-        dependencies=[scheme, write],
+        dependencies=[scheme, write, json_body],
     )
     async def import_embeddings(name: str, body: EmbeddingsImport) -> Response:
         matrix = decode_matrix(body.shape, body.data, body.dtype)

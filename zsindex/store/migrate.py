@@ -85,11 +85,23 @@ def _run(engine: Engine, fn_name: str, revision: str) -> None:
         getattr(command, fn_name)(cfg, revision)
 
 
+def _refuse_unknown_revision(engine: Engine) -> None:
+    """A database at a revision this code does not know (a newer release's) is left alone.
+
+    Alembic would fail with "Can't locate revision" and a traceback instead.
+    """
+    current = _stored_revision(engine)
+    if current is not None and current not in known_revisions():
+        raise SchemaOutOfDateError(schema_mismatch_message(current, head_revision()))
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    _refuse_unknown_revision(engine)
     _run(engine, "upgrade", revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
+    _refuse_unknown_revision(engine)
     _run(engine, "downgrade", revision)
 
 
@@ -140,9 +152,33 @@ def ensure_current(engine: Engine, *, create_if_empty: bool) -> None:
                 command.upgrade(cfg, "head")
                 return
             current = now
-    raise SchemaOutOfDateError(
-        f"database schema is at {current or 'no revision'}, this zsindex needs {head}: "
-        "run `zsindex db upgrade`"
+    raise SchemaOutOfDateError(schema_mismatch_message(current, head))
+
+
+def known_revisions() -> set[str]:
+    """Every revision in this code's ``migrations/``."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    return {script.revision for script in ScriptDirectory.from_config(cfg).walk_revisions()}
+
+
+def schema_mismatch_message(current: str | None, head: str) -> str:
+    """One line naming both revisions, with the advice that fits the direction.
+
+    A revision this code does not know comes from a newer release (migrations are only ever
+    added), so upgrading the database is impossible here and the code must move instead.
+    """
+    if current is None or current in known_revisions():
+        return (
+            f"database schema is at {current or 'no revision'}, this zsindex needs {head}: "
+            "run `zsindex db upgrade`"
+        )
+    return (
+        f"this zsindex (schema revision {head}) is older than the database schema ({current}): "
+        "upgrade zsindex, or run the release that matches the database"
     )
 
 
