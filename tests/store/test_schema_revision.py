@@ -108,10 +108,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve opens the store lazily (first refresh), so it keeps running and retries; "
-    "cli/serve.py must open the store before listening",
-)
 def test_serve_refuses_to_start(future_db: str, tmp_path: Path) -> None:
-    _assert_one_line_refusal(_run(tmp_path, future_db, "serve", "--port", str(_free_port())))
+    port = _free_port()
+    _assert_one_line_refusal(_run(tmp_path, future_db, "serve", "--port", str(port)))
+    with socket.socket() as sock:  # and let go of its port
+        sock.bind(("127.0.0.1", port))
