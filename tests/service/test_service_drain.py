@@ -111,7 +111,9 @@ def test_sigterm_drains_then_finishes_in_flight_and_exits_0(
     assert time.monotonic() - signalled < 1.0
     # During the drain new requests are still answered (the balancer may not know yet).
     quick = {"labelset": "shapes", "embeddings": [[1.0] * 128]}
-    assert httpx.post(f"{base}/v1/classify", json=quick, timeout=10).status_code == 200
+    during = httpx.post(f"{base}/v1/classify", json=quick, timeout=10)
+    assert during.status_code == 200
+    assert during.headers["connection"] == "close"  # no keep-alive reuse of a draining replica
     assert time.monotonic() - signalled < DRAIN_S
     # After the drain, new connections are refused; the request in flight still completes.
     refused_at = None

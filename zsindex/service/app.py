@@ -29,6 +29,7 @@ from zsindex.config import Settings
 from zsindex.service import routes_classify, routes_labelsets, routes_ops
 from zsindex.service.auth import KeyChecker
 from zsindex.service.batching import MicroBatcher
+from zsindex.service.draining import CloseWhileDraining
 from zsindex.service.errors import install_error_handlers
 from zsindex.service.limits import BodySizeLimitMiddleware, ConcurrencyLimiter, ServiceLimits
 from zsindex.service.metrics import MetricsMiddleware, ServiceMetrics
@@ -165,5 +166,6 @@ def create_app(
     # Last added is outermost: metrics see every answer, the 413s of the body limit included.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=limits.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(CloseWhileDraining, draining=lambda: state.draining)
     _install_openapi(app)
     return app
