@@ -23,6 +23,7 @@ from zsindex.service.server import BackgroundServer
 from zsindex.settings_types import ServingConfig
 
 DIM = 128
+LAG_COUNT = "zsindex_propagation_lag_seconds_count"
 
 
 def _settings(url: str, home: Path, **serving: object) -> Settings:
@@ -114,6 +115,14 @@ def test_a_write_through_one_replica_is_served_by_the_other_at_once(
             ).status_code
             == 404
         )
+        # The other replica's metrics say what it serves and how long versions took to arrive.
+        metrics = b.get("/metrics").text
+        served = _served_version(b, "shared")
+        assert f'zsindex_loaded_version{{labelset="shared"}} {float(served or 0)}' in metrics
+        assert 'zsindex_loaded_version{labelset="fresh"}' not in metrics  # deleted: dropped
+        count = [line for line in metrics.splitlines() if line.startswith(LAG_COUNT)]
+        assert count and float(count[0].split()[-1]) >= 6, count  # 1 preload + 5 swaps
+        assert "zsindex_ready 1.0" in metrics
     print(f"notify propagation over 5 writes: max {max(lags) * 1000:.0f} ms")
     assert max(lags) < 2.0  # polling is off: without a notification it would never arrive
 

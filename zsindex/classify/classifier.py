@@ -80,6 +80,15 @@ class Classifier:
         if on_remove is not None:
             self._on_remove.append(on_remove)
 
+    def remove_listener(
+        self, on_install: OnInstall | None = None, on_remove: OnRemove | None = None
+    ) -> None:
+        """Undo :meth:`add_listener`."""
+        if on_install in self._on_install:
+            self._on_install.remove(on_install)
+        if on_remove in self._on_remove:
+            self._on_remove.remove(on_remove)
+
     def resolve(self, name: str) -> LoadedLabelSet:
         """The loaded current version of ``name`` (loaded on first use, then held)."""
         held = self._registry.get(name)

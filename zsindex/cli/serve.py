@@ -38,6 +38,7 @@ def serve(state: CliState, host: str, port: int) -> None:
     """
     # The service is imported only when this command runs (the CLI stays light).
     from zsindex.service.app import create_app
+    from zsindex.service.request_log import configure_access_log
     from zsindex.service.server import bind_socket, prefer_passive_openmp
     from zsindex.service.server import serve as run_server
 
@@ -65,16 +66,14 @@ def serve(state: CliState, host: str, port: int) -> None:
         logging.getLogger("zsindex").setLevel(logging.DEBUG)
     serving = settings.serving
 
-    def drain() -> None:
-        zs.draining = True
-
+    configure_access_log()  # one JSON line per request on stderr
     run_server(
         app,
         host,
         bound_port,
         sockets=[sock],
         drain_s=serving.drain_s,
-        on_drain=drain,
+        on_drain=zs.start_draining,
         log_level=level,
         timeout_graceful_shutdown=serving.shutdown_timeout_s,
     )

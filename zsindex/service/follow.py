@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 import time
@@ -27,6 +28,7 @@ from zsindex.store.engine import is_sqlite
 
 if TYPE_CHECKING:
     from zsindex.classify.classifier import SyncReport
+    from zsindex.classify.loaded import LoadedLabelSet
     from zsindex.service.state import ServiceState
     from zsindex.store.notify import ChangeListener
 
@@ -59,6 +61,7 @@ class Follower:
     async def start(self) -> None:
         """Subscribe first (nothing written after this point is missed), then load."""
         self._loop = asyncio.get_running_loop()
+        self.state.backend.classifier.add_listener(self._installed, self._removed)
         settings = self.state.settings
         url = settings.resolved_database_url
         if settings.serving.notify and not is_sqlite(url):
@@ -72,6 +75,7 @@ class Follower:
             self._tasks.append(asyncio.create_task(self._poll(), name="zsindex-poll"))
 
     async def stop(self) -> None:
+        self.state.backend.classifier.remove_listener(self._installed, self._removed)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -89,7 +93,18 @@ class Follower:
             self._pending |= names
         self._wake.set()
 
-    # -- the listener thread's callbacks ---------------------------------------------------------
+    # -- callbacks from other threads ----------------------------------------------------------
+
+    def _installed(self, loaded: LoadedLabelSet, seconds: float) -> None:
+        """A loader thread installed a version: its load time and how long it took to get here."""
+        created = loaded.record.created_at
+        if created.tzinfo is None:  # SQLite keeps naive UTC
+            created = created.replace(tzinfo=dt.UTC)
+        lag = (dt.datetime.now(dt.UTC) - created).total_seconds()
+        self.state.metrics.record_load(loaded.name, loaded.version, seconds, lag)
+
+    def _removed(self, name: str) -> None:
+        self.state.metrics.forget_loaded(name)
 
     def _notified(self, names: set[str] | None) -> None:
         if self._loop is not None:
@@ -157,6 +172,7 @@ class Follower:
             self._failed(exc, None)
             return
         self.warm = True
+        self.state.metrics.set_ready(not self.state.draining)
         log.info(
             "warm: %d label set(s) loaded, models ready in %.2f s",
             len(wanted),

@@ -241,15 +241,12 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     app = create_app(settings)
 
-    def drain() -> None:
-        app.state.zs.draining = True
-
     serve(
         app,
         args.host,
         args.port,
         drain_s=settings.serving.drain_s,
-        on_drain=drain,
+        on_drain=app.state.zs.start_draining,
         log_level=args.log_level,
         timeout_graceful_shutdown=settings.serving.shutdown_timeout_s,
     )

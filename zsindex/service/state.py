@@ -48,6 +48,12 @@ class ServiceState:
     _generation: int = 0
     _models_ready: set[Any] = field(default_factory=set)
 
+    def start_draining(self) -> None:
+        """SIGTERM arrived: ``/readyz`` answers 503 from now on (any thread)."""
+        self.draining = True
+        self.metrics.set_draining(True)
+        self.metrics.set_ready(False)
+
     def __post_init__(self) -> None:
         from zsindex.service.follow import Follower
 
