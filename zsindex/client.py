@@ -7,6 +7,8 @@ with the same methods, the same return types and the same :mod:`zsindex.errors` 
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,7 +201,7 @@ class Client:
 
     def classify(
         self,
-        images: Sequence[ImageInput] | None = None,
+        images: Sequence[ImageInput] | ImageInput | None = None,
         *,
         labelset: str,
         embeddings: np.ndarray | None = None,
@@ -214,8 +216,9 @@ class Client:
         options: ClassifyOptions | None = None,
         on_error: OnError = "raise",
     ) -> list[ClassificationResult]:
-        """Classify images (paths, bytes, binary files or PIL images) or precomputed
-        L2-normalised image embeddings against the current version of ``labelset``.
+        """Classify images (paths, bytes, binary files, PIL images or ``data:image/...;base64,``
+        URLs) or precomputed L2-normalised image embeddings against the current version of
+        ``labelset``. One image given alone (not in a list) is classified as a list of one.
 
         Args:
             k: predictions per image.
@@ -234,8 +237,9 @@ class Client:
         """
         if (images is None) == (embeddings is None):
             raise InvalidInputError("give either images or embeddings, not both or neither")
-        if images is not None and (isinstance(images, str | bytes) or not _is_sequence(images)):
-            raise InvalidInputError("images must be a list (of paths, bytes, files or PIL images)")
+        image_list = _image_list(images) if images is not None else None
+        if embeddings is not None and np.size(embeddings) == 0:
+            raise InvalidInputError("no embeddings given: pass a matrix [n, dim] with n >= 1")
         if options is None:
             options = ClassifyOptions(
                 k=k,
@@ -252,7 +256,7 @@ class Client:
             raise InvalidInputError(f"on_error must be 'raise' or 'report', got {on_error!r}")
         return self._backend.classify(
             labelset,
-            images=list(images) if images is not None else None,
+            images=image_list,
             embeddings=embeddings,
             options=options,
             on_error=on_error,
@@ -269,8 +273,32 @@ class Client:
         self.close()
 
 
-def _is_sequence(value: Any) -> bool:
-    return isinstance(value, Sequence) or hasattr(value, "__iter__")
+def _is_one_image(value: Any) -> bool:
+    """Whether ``images`` is one image rather than a list of them (a ``str`` is a path or a
+    data URL, never a sequence of one-character paths)."""
+    if isinstance(value, str | os.PathLike | bytes | bytearray | memoryview):
+        return True
+    if callable(getattr(value, "read", None)):
+        return True
+    pil = sys.modules.get("PIL.Image")  # a PIL image exists only once PIL was imported
+    return pil is not None and isinstance(value, pil.Image)
+
+
+def _image_list(images: Any) -> list[Any]:
+    if _is_one_image(images):
+        return [images]
+    if not (isinstance(images, Sequence) or hasattr(images, "__iter__")):
+        raise InvalidInputError(
+            "images must be an image or a list of them (paths, bytes, files or PIL images), "
+            f"not {type(images).__name__}"
+        )
+    items = list(images)
+    if not items:
+        raise InvalidInputError(
+            "no images given: pass one image or a list of one or more (paths, bytes, files or "
+            "PIL images)"
+        )
+    return items
 
 
 __all__ = ["Client"]

@@ -2,7 +2,26 @@
 
 One object per concept goes through every layer unchanged — the CLI, ``Client`` (local and
 remote), the HTTP schemas and the pipeline all take a :class:`ClassifyOptions`, so an option is
-spelled, defaulted and validated in exactly one place (:meth:`ClassifyOptions.check`).
+spelled, defaulted and validated in exactly one place (:meth:`ClassifyOptions.check`, and
+:func:`check_fits` once the label set is known).
+
+Which option applies where is one table, :data:`OPTION_RULES`:
+
+==================  ================================  ====================
+option              modes                             label sets
+==================  ================================  ====================
+``k``               all                               flat and tree
+``mode``            (flat, beam, marginal, chils)     flat: ``flat`` only
+``rank``            beam, marginal, chils             tree
+``beam``            beam                              tree
+``within``          all                               tree
+``min_confidence``  beam, marginal, chils             tree
+``activation``      sigmoid: flat only                flat and tree
+``fast_decode``     all                               flat and tree
+==================  ================================  ====================
+
+An option given where it does not apply is an error naming the option and the mode (or the
+label set), never silently ignored.
 """
 
 from __future__ import annotations
@@ -24,6 +43,68 @@ ACTIVATIONS: tuple[str, ...] = ("softmax", "sigmoid")
 DEFAULT_BEAM = 8
 MAX_K = 10_000
 MAX_BEAM = 100_000
+TREE_MODES: tuple[str, ...] = ("beam", "marginal", "chils")
+
+
+@dataclass(frozen=True)
+class OptionRule:
+    """Where one option applies: the modes that accept it and whether it needs a tree."""
+
+    modes: tuple[str, ...]
+    needs_tree: bool
+    flag: str
+    """How the CLI spells it (messages name both spellings)."""
+
+
+OPTION_RULES: dict[str, OptionRule] = {
+    "rank": OptionRule(TREE_MODES, needs_tree=True, flag="--rank"),
+    "beam": OptionRule(("beam",), needs_tree=True, flag="--beam"),
+    "within": OptionRule(MODES, needs_tree=True, flag="--within"),
+    "min_confidence": OptionRule(TREE_MODES, needs_tree=True, flag="--min-confidence"),
+    "sigmoid": OptionRule(("flat",), needs_tree=False, flag="--sigmoid"),
+}
+"""Options that apply only in some modes or to trees (``sigmoid``: ``activation="sigmoid"``);
+``k``, ``mode``, ``activation="softmax"`` and ``fast_decode`` apply everywhere (the modes other
+than ``flat`` need a tree)."""
+
+
+def _given(options: ClassifyOptions) -> list[str]:
+    """The rule-bound options that ``options`` sets, in table order."""
+    set_ = {
+        "rank": options.rank is not None,
+        "beam": options.beam is not None,
+        "within": options.within is not None,
+        "min_confidence": options.min_confidence is not None,
+        "sigmoid": options.activation == "sigmoid",
+    }
+    return [name for name in OPTION_RULES if set_[name]]
+
+
+def _spell(name: str) -> str:
+    if name == "sigmoid":
+        return "activation 'sigmoid' (--sigmoid)"
+    return f"{name} ({OPTION_RULES[name].flag})"
+
+
+def _modes_text(modes: tuple[str, ...]) -> str:
+    words = ", ".join(modes[:-1]) + " and " + modes[-1] if len(modes) > 1 else modes[0]
+    return f"the {words} mode{'s' if len(modes) > 1 else ''}"
+
+
+def check_fits(options: ClassifyOptions, labelset: str, *, is_tree: bool) -> None:
+    """Raise :class:`InvalidInputError` when ``options`` need a tree and ``labelset`` is flat
+    (the options' own rules are :meth:`ClassifyOptions.check`'s)."""
+    if is_tree:
+        return
+    if options.mode != "flat":
+        raise InvalidInputError(
+            f"mode {options.mode!r} needs a tree; {labelset!r} is a flat label set (use flat)"
+        )
+    for name in _given(options):
+        if OPTION_RULES[name].needs_tree:
+            raise InvalidInputError(
+                f"{_spell(name)} applies to label trees; {labelset!r} is a flat label set"
+            )
 
 
 @dataclass(frozen=True)
@@ -88,8 +169,13 @@ class ClassifyOptions:
                 raise InvalidInputError(f"min_confidence must be within [0, 1], got {value!r}")
         if self.fast_decode is not None and not isinstance(self.fast_decode, bool):
             raise InvalidInputError(f"fast_decode must be true or false, got {self.fast_decode!r}")
-        if self.activation == "sigmoid" and self.mode != "flat":
-            raise InvalidInputError("sigmoid probabilities apply to flat mode only")
+        for name in _given(self):
+            modes = OPTION_RULES[name].modes
+            if self.mode not in modes:
+                raise InvalidInputError(
+                    f"{_spell(name)} applies to {_modes_text(modes)} only, not to {self.mode} "
+                    f"mode; drop it or give mode (--mode) {' or '.join(modes)}"
+                )
         return self
 
     def with_defaults(self, *, fast_decode: bool) -> ClassifyOptions:

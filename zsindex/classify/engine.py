@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from zsindex.classify import hierarchy
 from zsindex.classify.loaded import LoadedLabelSet
-from zsindex.classify.tree import Tree, find_node
+from zsindex.classify.tree import Tree, find_node, unique_labels
 from zsindex.errors import InvalidInputError
-from zsindex.options import DEFAULT_BEAM, ClassifyOptions
+from zsindex.options import DEFAULT_BEAM, ClassifyOptions, check_fits
 from zsindex.results import ClassificationResult, PathStep, Prediction
 
 
@@ -33,6 +35,37 @@ def check_embeddings(emb: np.ndarray, dim: int) -> np.ndarray:
     return np.asarray(arr / norms)
 
 
+def check_options(loaded: LoadedLabelSet, opts: ClassifyOptions) -> None:
+    """Refuse options this label set cannot take (a tree option on a flat set, an unknown
+    ``within`` node or rank) before any image is decoded or encoded."""
+    _resolve(loaded, opts)
+
+
+def _resolve(loaded: LoadedLabelSet, opts: ClassifyOptions) -> tuple[int | None, int]:
+    """(the ``within`` node or ``None``, the depth tree modes stop at; 0 in flat mode)."""
+    opts.check()
+    tree = loaded.tree
+    check_fits(opts, loaded.name, is_tree=tree is not None)
+    if tree is None:
+        return None, 0
+    within = find_node(loaded.names, tree, opts.within) if opts.within is not None else None
+    if opts.mode == "flat":
+        return within, 0
+    depth = tree.resolve_rank(opts.rank)
+    if within is not None and depth <= int(tree.depths[within]):
+        below = int(tree.depths[within]) + 1
+        allowed = (
+            f"give a rank from {below} to {tree.max_depth}"
+            if below <= tree.max_depth
+            else "it has nothing below it"
+        )
+        raise InvalidInputError(
+            f"rank {opts.rank!r} is not below the within node {opts.within!r} (at depth "
+            f"{int(tree.depths[within])}): {allowed}"
+        )
+    return within, depth
+
+
 def classify_embeddings(
     loaded: LoadedLabelSet,
     emb: np.ndarray,
@@ -40,24 +73,12 @@ def classify_embeddings(
     opts: ClassifyOptions,
 ) -> list[ClassificationResult]:
     """Classify L2-normalised image embeddings ``[Q, dim]``; one result per row."""
-    opts.check()
+    within, depth = _resolve(loaded, opts)
     tree = loaded.tree
-    within = None
-    if opts.within is not None:
-        if tree is None:
-            raise InvalidInputError(f"--within needs a tree; {loaded.name!r} is a flat label set")
-        within = find_node(loaded.names, tree, opts.within)
     if opts.mode == "flat":
         return _flat(loaded, emb, image_names, opts, within)
-    if tree is None:
-        raise InvalidInputError(
-            f"mode {opts.mode!r} needs a tree; {loaded.name!r} is a flat label set (use flat)"
-        )
-    depth = tree.resolve_rank(opts.rank)
-    if within is not None and depth <= int(tree.depths[within]):
-        raise InvalidInputError(
-            f"rank {opts.rank!r} is not below the --within node {opts.within!r}"
-        )
+    if tree is None:  # pragma: no cover - _resolve refuses tree modes on flat sets
+        raise InvalidInputError(f"mode {opts.mode!r} needs a tree")
     if opts.mode == "beam":
         answers = hierarchy.beam_search(
             loaded, emb, depth=depth, beam=opts.beam or DEFAULT_BEAM, within=within, top=opts.k
@@ -98,6 +119,25 @@ def classify_embeddings(
     return results
 
 
+_LABELS: dict[int, list[str]] = {}
+
+
+def prediction_labels(loaded: LoadedLabelSet) -> list[str]:
+    """Each row's label in predictions: its own name, or in a tree where that name is repeated
+    (``red`` under both ``circle`` and ``square``) the shortest path telling it apart
+    (``circle/red``). Computed once per loaded version."""
+    key = id(loaded)
+    labels = _LABELS.get(key)
+    if labels is None:
+        if loaded.tree is None:
+            labels = loaded.names  # a flat set's rows have no path to tell duplicates apart
+        else:
+            labels = unique_labels(loaded.names, loaded.tree.parents.tolist())
+        _LABELS[key] = labels
+        weakref.finalize(loaded, _LABELS.pop, key, None)
+    return labels
+
+
 def _node_scores(loaded: LoadedLabelSet, q: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     rows = loaded.matrix[nodes]
     return np.asarray(rows.astype(np.float32) @ q)
@@ -121,10 +161,11 @@ def _flat(
         mode=opts.activation,
         subset=subset,
     )
+    labels = prediction_labels(loaded)
     out = []
     for q, name in enumerate(image_names):
         preds = [
-            Prediction(loaded.names[int(i)], float(p), float(s))
+            Prediction(labels[int(i)], float(p), float(s))
             for i, p, s in zip(res.ids[q], res.probabilities[q], res.scores[q], strict=True)
         ]
         out.append(
@@ -163,8 +204,9 @@ def _tree_result(
     tree = loaded.tree
     assert tree is not None
     k = min(opts.k, len(nodes))
+    labels = prediction_labels(loaded)
     preds = [
-        Prediction(loaded.names[int(n)], float(p), float(s))
+        Prediction(labels[int(n)], float(p), float(s))
         for n, p, s in zip(nodes[:k], probs[:k], scores[:k], strict=True)
     ]
     steps = [
@@ -183,7 +225,7 @@ def _tree_result(
                 if deepest is None
                 else [
                     Prediction(
-                        steps[-1].label,
+                        labels[deepest],
                         steps[-1].probability,
                         float(_node_scores(loaded, query, np.array([deepest]))[0]),
                     )

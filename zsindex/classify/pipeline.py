@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zsindex.classify.engine import check_embeddings, classify_embeddings
+from zsindex.classify.engine import check_embeddings, check_options, classify_embeddings
+from zsindex.classify.inputs import decode_data_url, is_data_url
 from zsindex.classify.loaded import LoadedLabelSet
 from zsindex.encoders.images import DEFAULT_MAX_PIXELS, ImageSource, check_image, load_image
 from zsindex.errors import ImageError, InvalidInputError
@@ -39,13 +40,15 @@ if TYPE_CHECKING:
 def as_image_source(item: object, index: int) -> ImageSource:
     """One user-given image as a path, bytes or PIL image; anything else is an error.
 
-    A binary file object is read here (its bytes are the image). An ``int`` is never taken for
-    a file descriptor.
+    A binary file object is read here (its bytes are the image), and so is a
+    ``data:image/...;base64,`` URL. An ``int`` is never taken for a file descriptor.
     """
     from PIL import Image
 
     if isinstance(item, Image.Image | bytes | bytearray | memoryview):
         return item
+    if is_data_url(item):
+        return decode_data_url(str(item), f"images[{index}]")
     if isinstance(item, str | os.PathLike) and not isinstance(item, bytes):
         return Path(os.fspath(item))
     read = getattr(item, "read", None)
@@ -60,8 +63,13 @@ def as_image_source(item: object, index: int) -> ImageSource:
 
 
 def image_name(item: object, index: int) -> str:
-    """How results name an image: its path as given, else its position."""
-    if isinstance(item, str | os.PathLike) and not isinstance(item, bytes):
+    """How results name an image: its path as given, else (bytes, a data URL, …) its
+    position."""
+    if (
+        isinstance(item, str | os.PathLike)
+        and not isinstance(item, bytes)
+        and not is_data_url(item)
+    ):
         return os.fspath(item) if isinstance(os.fspath(item), str) else str(index)
     return str(index)
 
@@ -188,6 +196,7 @@ class ImagePipeline:
         others go on; with ``"raise"`` the first failure is raised.
         """
         options = self.options(options)
+        check_options(loaded, options)  # before any image is read or the model loads
         errors: dict[int, ImageError] = {}
         for i, (source, name) in enumerate(zip(sources, names, strict=True)):
             try:

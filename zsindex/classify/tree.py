@@ -9,6 +9,8 @@ in Python per label.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -183,3 +185,48 @@ def find_node(names: list[str], tree: Tree, query: str) -> int:
             f"node name {query!r} is ambiguous; give its path, e.g. {' or '.join(paths)}"
         )
     return candidates[0]
+
+
+def node_paths(parents: Sequence[int]) -> list[list[int]]:
+    """Each node's path from its root down to itself, for parents in any order (-1 = root)."""
+    paths: list[list[int] | None] = [None] * len(parents)
+    for start in range(len(parents)):
+        chain = []
+        node = start
+        while node >= 0 and paths[node] is None:
+            chain.append(node)
+            node = int(parents[node])
+        prefix = paths[node] if node >= 0 else []
+        for n in reversed(chain):
+            prefix = [*(prefix or []), n]
+            paths[n] = prefix
+    return [p or [] for p in paths]
+
+
+def unique_labels(names: Sequence[str], parents: Sequence[int]) -> list[str]:
+    """How predictions name each node: its own name where no other node has that name, else
+    the shortest ``a/b`` path suffix no other node's path ends with (the full path when there
+    is none), which :func:`find_node` and ``within`` resolve back to the node."""
+    by_name: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        by_name.setdefault(name, []).append(i)
+    labels = list(names)
+    repeated = [group for group in by_name.values() if len(group) > 1]
+    if not repeated:
+        return labels
+    paths = node_paths(parents)
+    for group in repeated:
+        spelled = {i: tuple(names[a] for a in paths[i]) for i in group}
+        todo = list(group)
+        length = 1
+        while todo:
+            # Only same-named nodes can share a suffix; a shorter path never ends with a longer one.
+            seen = Counter(spelled[j][-length:] for j in group)
+            left = []
+            for i in todo:
+                if seen[spelled[i][-length:]] == 1 or length >= len(spelled[i]):
+                    labels[i] = "/".join(spelled[i][-length:])
+                else:
+                    left.append(i)
+            todo, length = left, length + 1
+    return labels
