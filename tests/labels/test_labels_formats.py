@@ -173,7 +173,7 @@ def test_json_single_child_chain() -> None:
 
 def test_json_envelope_with_templates_and_parents() -> None:
     doc = {
-        "labels": ["corax", "cornix"],
+        "labels": ["corax", "cornix", "Corvus", "Aves"],
         "parents": {"corax": "Corvus", "cornix": "Corvus", "Corvus": "Aves"},
         "templates": ["a photo of a {c}, a bird."],
         "rank_names": ["class", "genus", "species"],
@@ -193,7 +193,7 @@ def test_json_envelope_template_set_name() -> None:
 @pytest.mark.parametrize(
     "content, expected",
     [
-        ("[1, 2]", "item 0: label must be a string, not int"),
+        ("[1, 2]", "item 1: label must be a string, not int"),
         ('"dog"', "expected a list of labels or an object"),
         ('{"a": 1, "b": {"c": null}}', "children must be a mapping, a list or null"),
         ('[{"label": "x"}]', "node object has"),
@@ -228,7 +228,7 @@ def test_yaml_forms(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "content, expected",
     [
-        ("- dog\n- 3\n", "item 1: label must be a string, not int (quote it in YAML)"),
+        ("- dog\n- 3\n", "item 2: label must be a string, not int (quote it in YAML)"),
         ("a:\n  b: 1\n", "children must be a mapping"),
         ("dog: [x]\ndog: [y]\n", "y.yaml, line 2: duplicate key 'dog'"),
         ("- [unclosed\n", "not valid YAML"),

@@ -125,9 +125,13 @@ BAD_PLUGINS: dict[str, tuple[str, str, str]] = {
     "non-strings": (
         "def f():\n    return ['a', 3, None]\n",
         "f",
-        "labels[1] must be a string, not int",
+        "labels: item 2 must be a string, not int",
     ),
-    "nested-non-strings": ("def f():\n    return {'labels': ['a', ['b']]}\n", "f", "labels[1]"),
+    "nested-non-strings": (
+        "def f():\n    return {'labels': ['a', ['b']]}\n",
+        "f",
+        "labels: item 2",
+    ),
     "duplicates": ("def f():\n    return ['cat', 'Cat']\n", "f", "duplicate label 'Cat'"),
     "million": (
         "def f():\n    return [f'l{i}' for i in range(1_000_000)]\n",
@@ -139,7 +143,7 @@ BAD_PLUGINS: dict[str, tuple[str, str, str]] = {
     "bad-templates": (
         "def f():\n    return {'labels': ['a'], 'templates': ['no slot']}\n",
         "f",
-        "exactly one",
+        "no {} or {c} placeholder",
     ),
     "bad-flag": (
         "def f():\n    return {'labels': ['a'], 'allow_duplicates': 'yes'}\n",
@@ -274,6 +278,11 @@ def test_every_builtin_lists_and_loads() -> None:
 # The example third-party package ------------------------------------------------------------------
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="examples/zsindex-plugin-example's fruit-tree names its families only as parents; a "
+    "parent must be a label of the set (issue 20, defect 2): its labels must list the families",
+)
 def test_example_plugin_package_installs_and_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

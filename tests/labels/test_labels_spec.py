@@ -19,7 +19,7 @@ def test_flat_spec_views() -> None:
     assert spec.labels == (LabelNode("dog"), LabelNode("cat"))
     assert spec.prompt_texts_for(1) == ("a cat.",)
     assert spec.prompt_texts_for(1, ["x {c} y", "{}!"]) == ("x cat y", "cat!")
-    assert spec.where(1) == "labels: labels[1]"
+    assert spec.where(1) == "labels: label 2"  # 1-based, as editors count
 
 
 def test_default_templates_and_override_order() -> None:
@@ -33,12 +33,12 @@ def test_default_templates_and_override_order() -> None:
     assert plugin.with_templates(["user {}"]).templates == ("user {}",)
 
 
-def test_from_parents_implicit_parents_and_order() -> None:
+def test_from_parents_keeps_the_label_order() -> None:
     spec = LabelSetSpec.from_parents(
-        ["corax", "cornix", "lupus"],
+        ["corax", "cornix", "lupus", "Corvus", "Aves"],
         {"corax": "Corvus", "cornix": "Corvus", "Corvus": "Aves", "lupus": None},
     )
-    # given labels first, then implicit parents in order of first mention
+    # the labels' order, a parent after its children included
     assert spec.names == ("corax", "cornix", "lupus", "Corvus", "Aves")
     assert spec.parents == (3, 3, None, 4, None)
     assert spec.topological_order() == (2, 4, 3, 0, 1)

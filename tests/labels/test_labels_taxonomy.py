@@ -148,17 +148,17 @@ def test_names_json_list_and_tree(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "doc, expected",
     [
-        ([{"name": "a", "parent": "zz"}], "n.json[0]: parent 'zz' is not a name"),
+        ([{"name": "a", "parent": "zz"}], "n.json: item 1: parent 'zz' is not a name"),
         ([{"name": "a", "parent": 5}], "parent row 5 does not exist"),
         (
             [{"name": "a"}, {"name": "b", "parent": "a", "extra": 1}],
-            "n.json[1]: expected an object",
+            "n.json: item 2: expected an object",
         ),
         ([{"name": "a", "parent": "b"}, {"name": "b", "parent": "a"}], "cycle"),
         ([{"name": "x"}, {"name": "x"}, {"name": "c", "parent": "x"}], "ambiguous"),
         ({"a": 1}, "expected a non-empty JSON list"),
         ([], "expected a non-empty JSON list"),
-        (["a", 3], "labels[1]: label must be a string, not int"),
+        (["a", 3], "label 2: label must be a string, not int"),
         ([{"name": 3}], "name must be a string"),
     ],
 )
@@ -212,14 +212,14 @@ def test_names_treeoflife() -> None:
 @pytest.mark.parametrize(
     "rows, expected",
     [
-        ([[["A", "B"], "x"], ["A", "x"]], "tol.json: row 1: expected"),
-        ([[["A", 3], "x"]], "row 0: expected"),
-        ([[["A", "", "C"], "x"]], "row 0: column 2 (phylum) is empty"),
+        ([[["A", "B"], "x"], ["A", "x"]], "tol.json: row 2: expected"),
+        ([[["A", 3], "x"]], "row 1: expected"),
+        ([[["A", "", "C"], "x"]], "row 1: column 2 (phylum) is empty"),
         (
             [[["A", "B"], "x"], [["A", "B"], "y"]],
-            "row 1: duplicate path 'A > B' (same as tol.json: row 0)",
+            "row 2: duplicate path 'A > B' (same as tol.json: row 1)",
         ),
-        ([[[], "x"]], "row 0: expected"),
+        ([[[], "x"]], "row 1: expected"),
         ([[["a", "b", "c", "d", "e", "f", "g", "h"], None]], "at most 7 rank strings"),
     ],
 )

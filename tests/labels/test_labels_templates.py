@@ -42,12 +42,12 @@ def test_fill_both_placeholder_styles_and_escapes() -> None:
 @pytest.mark.parametrize(
     "template, expected",
     [
-        ("no placeholder", "exactly one {} or {c}"),
-        ("{} and {}", "exactly one"),
-        ("{0}", "exactly one"),
-        ("{label}", "exactly one"),
-        ("{c!r}", "exactly one"),
-        ("{:>10}", "exactly one"),
+        ("no placeholder", "no {} or {c} placeholder"),
+        ("{} and {}", "2 placeholders: use exactly one"),
+        ("{0}", "uses the field {0}: write {} or {c}"),
+        ("{label}", "uses the field {label}: write {} or {c}"),
+        ("{c!r}", "format spec or conversion"),
+        ("{:>10}", "format spec or conversion"),
         ("a { b {}", "not a valid format string"),
         ("a } {}", "not a valid format string"),
         ("tab\t{}", "U+0009"),
@@ -55,7 +55,7 @@ def test_fill_both_placeholder_styles_and_escapes() -> None:
     ],
 )
 def test_bad_templates(template: str, expected: str) -> None:
-    with pytest.raises(InvalidInputError, match="templates\\[1\\]") as info:
+    with pytest.raises(InvalidInputError, match="templates: item 2") as info:
         validate_templates(["fine {}", template])
     assert expected in str(info.value)
 
@@ -84,7 +84,7 @@ def test_template_file_json(tmp_path: Path) -> None:
     path.write_text(json.dumps(["a {}.", "the {c}."]), "utf-8")
     assert resolve_templates(path) == ("a {}.", "the {c}.")
     path.write_text(json.dumps(["a {}.", 3]), "utf-8")
-    with pytest.raises(InvalidInputError, match=r"t.json\[1\]: template must be a string"):
+    with pytest.raises(InvalidInputError, match=r"t.json: item 2: template must be a string"):
         resolve_templates(path)
     path.write_text("[oops", "utf-8")
     with pytest.raises(InvalidInputError, match="not valid JSON"):

@@ -63,7 +63,7 @@ def test_nfc_duplicates() -> None:
     decomposed = unicodedata.normalize("NFD", "café")
     assert composed != decomposed
     message = _err(build_labelset, [composed, decomposed])
-    assert "labels[1]" in message and "labels[0]" in message
+    assert "label 2" in message and "label 1" in message
 
 
 def test_whitespace_variants_are_duplicates() -> None:
@@ -104,7 +104,7 @@ def test_duplicates_only_within_the_same_parent() -> None:
 )
 def test_control_characters_are_errors(bad: str, code: str) -> None:
     message = _err(build_labelset, ["fine", bad])
-    assert "labels[1]" in message and code in message
+    assert "label 2" in message and code in message
 
 
 def test_control_character_in_file_names_the_line() -> None:
@@ -113,8 +113,8 @@ def test_control_character_in_file_names_the_line() -> None:
 
 
 def test_blank_labels_are_errors() -> None:
-    assert "labels[1]: label is blank" in _err(build_labelset, ["a", "   "])
-    assert "labels[0]: label is blank" in _err(build_labelset, [""])
+    assert "label 2: label is blank" in _err(build_labelset, ["a", "   "])
+    assert "label 1: label is blank" in _err(build_labelset, [""])
     assert "item 2 is empty" in _err(parse_inline, "a,,b")
 
 
@@ -163,9 +163,11 @@ def test_max_labels() -> None:
 
 def test_wrong_types() -> None:
     assert "not a string" in _err(build_labelset, "a,b,c")
-    assert "labels[1] must be a string, not int" in _err(build_labelset, ["a", 3])
+    assert "labels: item 2 must be a string, not int" in _err(build_labelset, ["a", 3])
     assert "must be a list of strings" in _err(build_labelset, 5)
-    assert "templates[0]: template must be a string" in _err(build_labelset, ["a"], templates=[1])
+    assert "templates: item 1: template must be a string" in _err(
+        build_labelset, ["a"], templates=[1]
+    )
 
 
 # Label-set names -------------------------------------------------------------------------------

@@ -5,11 +5,11 @@ The ``spec_from_*`` constructors only arrange data (raising for references they 
 HTTP API, plugins): it checks types, builds, and runs
 :func:`~zsindex.labels.validate.validate_spec`.
 
-Trees from a ``parents`` mapping (child name → parent name): a name that appears only as a parent
-becomes a node too (an internal node without its own prompts), appended after the given labels in
-the order first mentioned while reading the mapping. A mapping key that is neither a label nor
-such a parent is an error (most likely a typo), as is a parent name shared by several labels
-(ambiguous). Cycles are reported by the validator.
+Trees from a ``parents`` mapping (child name → parent name): every child and every parent must
+be one of the labels, internal nodes included (``labels=["circle", "red circle"],
+parents={"red circle": "circle"}``). A name that is not a label is an error naming it — most
+likely a typo, which would otherwise become a new root silently — as is a parent name shared by
+several labels (ambiguous). Cycles are reported by the validator.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def spec_from_parents(
 
     Args:
         labels: node names, in order; duplicates get the same parent and prompts.
-        parents: child name → parent name (``None``: a root). Unmentioned labels are roots.
+        parents: child name → parent name (``None``: a root), both labels. Unmentioned labels
+            are roots.
         prompts: optional per-name prompts.
         templates: the set's own templates.
         rank_names: rank names by depth.
@@ -89,21 +90,22 @@ def spec_from_parents(
         allow_duplicates: duplicate names are deliberate.
 
     Raises:
-        InvalidInputError: a key that is not a node, or an ambiguous parent name.
+        InvalidInputError: a child or parent that is not a label, or an ambiguous parent name.
     """
     names = list(labels)
     index: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         index.setdefault(name, []).append(i)
-    for parent in parents.values():
-        if parent is not None and parent not in index:
-            index[parent] = [len(names)]
-            names.append(parent)
-    for child in parents:
+    for child, parent in parents.items():
         if child not in index:
             raise InvalidInputError(
                 f"{source}: parents: {short(child)} is not a label: add it to the labels "
                 "or remove it from parents"
+            )
+        if parent is not None and parent not in index:
+            raise InvalidInputError(
+                f"{source}: parents[{short(child)}]: parent {short(parent)} is not a label: "
+                "fix the name or add it to the labels"
             )
     parent_of: list[int | None] = [None] * len(names)
     for child, parent in parents.items():
@@ -182,7 +184,7 @@ def check_str_list(value: object, field: str, limits: Limits | None = None) -> l
         check_count(len(value), field, limits)
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise InvalidInputError(f"{field}[{i}] must be a string, not {_type(item)}")
+            raise InvalidInputError(f"{field}: item {i + 1} must be a string, not {_type(item)}")
     return list(value)
 
 

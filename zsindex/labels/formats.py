@@ -25,6 +25,7 @@ from array import array
 from pathlib import Path
 
 from zsindex.errors import InvalidInputError
+from zsindex.labels._csv import csv_rows
 from zsindex.labels._text import short
 from zsindex.labels.spec import LabelSetSpec
 from zsindex.labels.structured import load_json, load_yaml, spec_from_document
@@ -105,42 +106,37 @@ def parse_text(content: str, source: str) -> LabelSetSpec:
 
 def parse_csv(content: str, source: str) -> LabelSetSpec:
     """Parse the ``csv`` format (``label[,prompt][,parent]``; not yet validated)."""
-    reader = csv.reader(io.StringIO(content.removeprefix("\ufeff"), newline=""))
     columns: dict[str, int] | None = None
     names: list[str] = []
     parent_names: list[str] = []
     prompts: list[list[str]] = []
     lines = array("q")
     merge: dict[tuple[str, str], int] = {}
-    try:
-        for row in reader:
-            line = reader.line_num
-            if columns is None:
-                if any(c.strip() for c in row):
-                    columns = _csv_columns(row, f"{source}, line {line}")
+    for line, row in csv_rows(content, source):
+        if columns is None:
+            if any(c.strip() for c in row):
+                columns = _csv_columns(row, f"{source}, line {line}")
+            continue
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) > len(columns):
+            raise InvalidInputError(
+                f"{source}, line {line}: {len(row)} cells but the header has "
+                f"{len(columns)} columns: quote cells that contain commas"
+            )
+        cells = {k: (row[i].strip(" \t") if i < len(row) else "") for k, i in columns.items()}
+        label, parent, prompt = cells["label"], cells.get("parent", ""), cells.get("prompt", "")
+        if "prompt" in columns:
+            node = merge.get((label, parent))
+            if node is not None:
+                if prompt:
+                    prompts[node].append(prompt)
                 continue
-            if not any(c.strip() for c in row):
-                continue
-            if len(row) > len(columns):
-                raise InvalidInputError(
-                    f"{source}, line {line}: {len(row)} cells but the header has "
-                    f"{len(columns)} columns: quote cells that contain commas"
-                )
-            cells = {k: (row[i].strip(" \t") if i < len(row) else "") for k, i in columns.items()}
-            label, parent, prompt = cells["label"], cells.get("parent", ""), cells.get("prompt", "")
-            if "prompt" in columns:
-                node = merge.get((label, parent))
-                if node is not None:
-                    if prompt:
-                        prompts[node].append(prompt)
-                    continue
-                merge[(label, parent)] = len(names)
-            names.append(label)
-            parent_names.append(parent)
-            prompts.append([prompt] if prompt else [])
-            lines.append(line)
-    except csv.Error as exc:
-        raise InvalidInputError(f"{source}, line {reader.line_num}: bad CSV ({exc})") from None
+            merge[(label, parent)] = len(names)
+        names.append(label)
+        parent_names.append(parent)
+        prompts.append([prompt] if prompt else [])
+        lines.append(line)
     if columns is None:
         raise InvalidInputError(
             f"{source}: empty file: write a header (label[,prompt][,parent]), then rows"

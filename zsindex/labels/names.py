@@ -17,8 +17,6 @@ TreeOfLife, where each row is a LEAF (its path's last non-empty rank) and the in
 
 from __future__ import annotations
 
-import csv
-import io
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from zsindex.errors import InvalidInputError
+from zsindex.labels._csv import csv_rows
 from zsindex.labels._text import short
 from zsindex.labels.formats import read_text_file
 from zsindex.labels.spec import LabelSetSpec
@@ -90,7 +89,10 @@ def resolve_parent_refs(
             out.append(None)
         elif type(ref) is int:
             if not 0 <= ref < len(names):
-                raise InvalidInputError(f"{where(i)}: parent row {ref} does not exist")
+                raise InvalidInputError(
+                    f"{where(i)}: parent row {ref} does not exist (parent rows are numbered "
+                    f"from 0, as embedding rows: 0..{len(names) - 1})"
+                )
             out.append(ref)
         elif isinstance(ref, str):
             node = index.get(ref)
@@ -112,33 +114,29 @@ def resolve_parent_refs(
 
 
 def _csv(content: str, source: str) -> LabelSetSpec:
-    reader = csv.reader(io.StringIO(content.removeprefix("\ufeff"), newline=""))
     header: list[str] | None = None
     names: list[str] = []
     refs: list[str] = []
     lines = array("q")
-    try:
-        for row in reader:
-            if header is None:
-                header = [c.strip().lower() for c in row]
-                if header not in (["name"], ["name", "parent"]):
-                    raise InvalidInputError(
-                        f"{source}, line 1: the header must be 'name,parent' (or 'name'), not "
-                        f"{short(','.join(row))}"
-                    )
-                continue
-            if not row:
-                row = [""]
-            if len(row) > len(header):
+    for line, row in csv_rows(content, source):
+        if header is None:
+            header = [c.strip().lower() for c in row]
+            if header not in (["name"], ["name", "parent"]):
                 raise InvalidInputError(
-                    f"{source}, line {reader.line_num}: {len(row)} cells for {len(header)} "
-                    "columns: quote names that contain commas"
+                    f"{source}, line 1: the header must be 'name,parent' (or 'name'), not "
+                    f"{short(','.join(row))}"
                 )
-            names.append(row[0])
-            refs.append(row[1].strip() if len(row) > 1 else "")
-            lines.append(reader.line_num)
-    except csv.Error as exc:
-        raise InvalidInputError(f"{source}, line {reader.line_num}: bad CSV ({exc})") from None
+            continue
+        if not row:
+            row = [""]
+        if len(row) > len(header):
+            raise InvalidInputError(
+                f"{source}, line {line}: {len(row)} cells for {len(header)} "
+                "columns: quote names that contain commas"
+            )
+        names.append(row[0])
+        refs.append(row[1].strip() if len(row) > 1 else "")
+        lines.append(line)
     if header is None:
         raise InvalidInputError(f"{source}: empty file: write the header 'name,parent', then rows")
     parents = None
@@ -160,7 +158,7 @@ def _treeoflife(
     data: list[Any], source: str, allow_duplicates: bool, limits: Limits
 ) -> tuple[LabelSetSpec, array[int]]:
     builder = PathTreeBuilder(
-        lambda r: f"{source}: row {r}", allow_duplicates=allow_duplicates, limits=limits
+        lambda r: f"{source}: row {r + 1}", allow_duplicates=allow_duplicates, limits=limits
     )
     row_nodes = array("q")
     common: dict[int, str] = {}
@@ -174,13 +172,13 @@ def _treeoflife(
             ok = False
         if not ok or (common_name is not None and type(common_name) is not str):
             raise InvalidInputError(
-                f"{source}: row {r}: expected [[kingdom, ..., species], common_name] with at "
+                f"{source}: row {r + 1}: expected [[kingdom, ..., species], common_name] with at "
                 f"most {max_ranks} rank strings, like the other rows"
             )
         if not ranks[-1] or "" in ranks:
-            ranks = clean_path(ranks, f"{source}: row {r}", TOL_RANKS)
+            ranks = clean_path(ranks, f"{source}: row {r + 1}", TOL_RANKS)
             if not ranks:
-                raise InvalidInputError(f"{source}: row {r}: the taxonomy is empty")
+                raise InvalidInputError(f"{source}: row {r + 1}: the taxonomy is empty")
         node = add(ranks, r)
         row_nodes.append(node)
         if common_name:
@@ -217,14 +215,15 @@ def _json(
         for r, item in enumerate(data):
             if not isinstance(item, dict) or "name" not in item or set(item) - {"name", "parent"}:
                 raise InvalidInputError(
-                    f"{source}[{r}]: expected an object with 'name' and 'parent' like the others"
+                    f"{source}: item {r + 1}: expected an object with 'name' and 'parent' like "
+                    "the others"
                 )
             names.append(item["name"])
             refs.append(item.get("parent"))
         if not all(isinstance(n, str) for n in names):
             bad = next(r for r, n in enumerate(names) if not isinstance(n, str))
-            raise InvalidInputError(f"{source}[{bad}]: name must be a string")
-        parents = resolve_parent_refs(names, refs, lambda i: f"{source}[{i}]", source)
+            raise InvalidInputError(f"{source}: item {bad + 1}: name must be a string")
+        parents = resolve_parent_refs(names, refs, lambda i: f"{source}: item {i + 1}", source)
         spec = LabelSetSpec(names=tuple(names), parents=parents, source=source)
         return spec, range(len(names)), "tree"
     return LabelSetSpec(names=tuple(data), source=source), range(len(data)), "names"

@@ -259,12 +259,14 @@ class LabelSetSpec:
         return self.rank_names[depth] if depth < len(self.rank_names) else None
 
     def where(self, i: int) -> str:
-        """A human location of node ``i`` for messages: ``"file.txt, line 5"`` or a field."""
+        """A human location of node ``i`` for messages: ``"file.txt, line 5"``, else its 1-based
+        position (``"labels: label 3"``, with its path in a tree)."""
         if self.lines is not None:
             return f"{self.source}, line {self.lines[i]}"
+        # 1-based, like line numbers and every other position in a message
         parents = self.parents
         if parents is None or parents[i] is None:
-            return f"{self.source}: labels[{i}]"
+            return f"{self.source}: label {i + 1}"
         # Walk up defensively: this also runs on unvalidated specs (cycles, bad indices).
         chain = [i]
         node = parents[i]
@@ -274,7 +276,7 @@ class LabelSetSpec:
                 break
             node = parents[node]
         path = " > ".join(str(self.names[j]) for j in reversed(chain))
-        return f"{self.source}: labels[{i}] ({path})"
+        return f"{self.source}: label {i + 1} ({path})"
 
     # Prompts ----------------------------------------------------------------------------------
 

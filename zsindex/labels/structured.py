@@ -54,7 +54,9 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def load_json(content: str, source: str) -> object:
-    """Parse JSON, rejecting duplicate keys; errors name the line."""
+    """Parse JSON, rejecting duplicate keys; errors name the line. Blank content is ``None``."""
+    if not content.removeprefix("\ufeff").strip():
+        return None  # reported as an empty document, like an empty YAML file
     try:
         return json.loads(content.removeprefix("\ufeff"), object_pairs_hook=_pairs_hook)
     except _DuplicateKey as exc:
@@ -121,6 +123,10 @@ def spec_from_document(
         InvalidInputError: an unknown shape or wrong types, naming the field.
     """
     limits = limits or Limits()
+    if data is None:  # an empty YAML file, or a JSON/YAML null
+        raise InvalidInputError(
+            f'{source}: the document is empty: write a list of labels, e.g. ["dog", "cat"]'
+        )
     common: dict[str, Any] = {}
     if isinstance(data, Mapping) and "labels" in data and set(data) <= ENVELOPE_KEYS:
         common = {
@@ -195,7 +201,8 @@ def _nested_tree(
         if isinstance(value, Mapping):
             return [(k, v, parent, f"key {short(str(k))}") for k, v in value.items()]
         if isinstance(value, list):
-            return [(item, _ITEM, parent, f"item {i}") for i, item in enumerate(value)]
+            # 1-based, as editors and every other message count
+            return [(item, _ITEM, parent, f"item {i + 1}") for i, item in enumerate(value)]
         raise InvalidInputError(
             f"{where(parent, 'children')} must be a mapping, a list or null, "
             f"not {type(value).__name__}"

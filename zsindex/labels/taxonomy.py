@@ -15,13 +15,12 @@ corax").
 
 from __future__ import annotations
 
-import csv
-import io
 from array import array
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 from zsindex.errors import InvalidInputError
+from zsindex.labels._csv import csv_rows
 from zsindex.labels._text import short
 from zsindex.labels.spec import LabelSetSpec
 from zsindex.labels.validate import Limits, check_count
@@ -165,7 +164,6 @@ def parse_taxonomy_csv(
     Raises:
         InvalidInputError: missing/blank header, too many cells, a gap, a duplicate row.
     """
-    reader = csv.reader(io.StringIO(content.removeprefix("\ufeff"), newline=""))
     header: list[str] | None = None
     builder = PathTreeBuilder(
         lambda line: f"{source}, line {line}",
@@ -174,27 +172,23 @@ def parse_taxonomy_csv(
         limits=limits,
     )
     add = builder.add
-    try:
-        for row in reader:
-            line = reader.line_num
-            if header is None:
-                if not any(c.strip() for c in row):
-                    continue
-                header = [c.strip() for c in row]
-                _check_header(header, f"{source}, line {line}")
+    for line, row in csv_rows(content, source):
+        if header is None:
+            if not any(c.strip() for c in row):
                 continue
-            if len(row) > len(header):
-                raise InvalidInputError(
-                    f"{source}, line {line}: {len(row)} cells but the header has "
-                    f"{len(header)} ranks: remove the extra cells"
-                )
-            path = [c.strip() for c in row]
-            if not path or not path[-1] or "" in path:  # blank row, trailing empties or a gap
-                path = clean_path(row, f"{source}, line {line}", header)
-            if path:
-                add(path, line)
-    except csv.Error as exc:
-        raise InvalidInputError(f"{source}, line {reader.line_num}: bad CSV ({exc})") from None
+            header = [c.strip() for c in row]
+            _check_header(header, f"{source}, line {line}")
+            continue
+        if len(row) > len(header):
+            raise InvalidInputError(
+                f"{source}, line {line}: {len(row)} cells but the header has "
+                f"{len(header)} ranks: remove the extra cells"
+            )
+        path = [c.strip() for c in row]
+        if not path or not path[-1] or "" in path:  # blank row, trailing empties or a gap
+            path = clean_path(row, f"{source}, line {line}", header)
+        if path:
+            add(path, line)
     if header is None:
         raise InvalidInputError(f"{source}: empty file: write a header of rank names, then rows")
     return LabelSetSpec(

@@ -122,10 +122,26 @@ def check_template(template: object, where: str, max_length: int = MAX_TEMPLATE_
             f"{where}: template {short(template)} is not a valid format string ({exc}); "
             "write literal braces as {{ and }}"
         ) from None
-    if len(fields) != 1 or fields[0][0] not in ("", "c") or fields[0][1] or fields[0][2]:
+    if not fields:
         raise InvalidInputError(
-            f"{where}: template {short(template)} must contain exactly one {{}} or {{c}} "
-            f"placeholder (found {len(fields)} field(s))"
+            f"{where}: template {short(template)} has no {{}} or {{c}} placeholder: add one "
+            "where the label goes"
+        )
+    if len(fields) > 1:
+        raise InvalidInputError(
+            f"{where}: template {short(template)} has {len(fields)} placeholders: use exactly "
+            "one {} or {c} for the label (write literal braces as {{ and }})"
+        )
+    name, spec, conv = fields[0]
+    if name not in ("", "c"):
+        raise InvalidInputError(
+            f"{where}: template {short(template)} uses the field {{{name}}}: write {{}} or "
+            "{c} where the label goes (numbered and named fields are not supported)"
+        )
+    if spec or conv:
+        raise InvalidInputError(
+            f"{where}: template {short(template)}: the placeholder has a format spec or "
+            "conversion: write a plain {} or {c}"
         )
     return template
 
@@ -162,7 +178,7 @@ def validate_templates(
         )
     out = []
     for i, template in enumerate(templates):
-        where = f"{source}, line {lines[i]}" if lines else f"{source}[{i}]"
+        where = f"{source}, line {lines[i]}" if lines else f"{source}: item {i + 1}"
         out.append(check_template(template, where))
     return tuple(out)
 

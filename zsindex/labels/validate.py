@@ -12,7 +12,8 @@ Rules (defaults in :class:`Limits`):
 - Duplicates: two labels under the same parent (or two flat labels) whose keys are equal — key =
   Unicode NFC, case-folded, whitespace collapsed — are an error unless duplicates are allowed
   (``--allow-duplicates``, built-in sets); labels are identified by position, never by name.
-- Trees: parents are indices in range; no cycles.
+- Trees: parents are indices in range; no cycles; no node name contains ``/``, which separates
+  the parts of a ``--within a/b`` path (flat sets may use it: ``--within`` never applies).
 - Templates: see :mod:`zsindex.labels.templates`.
 - Label-set names: ``[a-z0-9][a-z0-9._-]{0,63}`` without ``..`` (so never a path).
 """
@@ -124,6 +125,18 @@ def _check_names(spec: LabelSetSpec, limits: Limits) -> None:
             _check_text(spec, i, name, "label", limits)
 
 
+def _check_tree_names(spec: LabelSetSpec) -> None:
+    # One scan of the joined names; the loop runs only to name the first offender.
+    if not spec.is_tree or "/" not in "\x00".join(spec.names):
+        return
+    i = next(j for j, name in enumerate(spec.names) if "/" in name)
+    raise InvalidInputError(
+        f"{spec.where(i)}: tree node name {short(spec.names[i])} contains '/', which separates "
+        "the parts of a --within path: rename it (e.g. 'a or b'); only flat label sets may "
+        "use '/'"
+    )
+
+
 def _check_prompts(spec: LabelSetSpec, limits: Limits) -> None:
     for column, what in ((spec.prompts, "prompt"), (spec.texts, "text")):
         if column is None:
@@ -231,6 +244,7 @@ def validate_spec(
     _check_names(spec, limits)
     _check_prompts(spec, limits)
     _check_tree(spec)
+    _check_tree_names(spec)
     if spec.templates is not None:
         validate_templates(
             spec.templates, f"{spec.source}: templates", max_templates=limits.max_templates
