@@ -3,30 +3,48 @@
 The cache (``ZSINDEX_HOME/cache/index``) holds the search matrix already in storage order (BFS
 for trees), the row names and the tree, keyed by the version's content digest. A missing, stale
 or corrupt file is detected before use and rebuilt from SQL, the source of truth.
+
+A cold load reads the labels and the matrix from SQL side by side (the matrix over several
+connections on PostgreSQL) and is ready before its cache file exists: a large matrix's file is
+written on a background thread (:func:`wait_for_cache_writes` waits for it).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from zsindex.classify.loaded import LoadedLabelSet, arrange
 from zsindex.classify.tree import Tree
 from zsindex.config import Settings
+from zsindex.errors import NotFoundError
 from zsindex.store.records import VersionRecord
 from zsindex.store.repository import Store
 
 if TYPE_CHECKING:
+    from zsindex.index.cache import IndexCache
+    from zsindex.index.cache_format import Extra
     from zsindex.index.types import SearchIndex
 
 log = logging.getLogger(__name__)
 
 INDEX_SPEC = "exact"
 CACHE_FORMAT = "loaded-v1"
+BACKGROUND_WRITE_BYTES = 64 << 20
+"""A matrix at least this large is written to the local cache on a background thread: a cold
+start is ready as soon as SQL has been read (writing 2 GB with its checksums and fsync took
+longer than the read itself), and a one-shot command still finishes the file before it exits."""
+
+_writes: dict[str, threading.Thread] = {}
+_writes_lock = threading.Lock()
 
 
 def cache_dir(settings: Settings) -> Path:
@@ -70,47 +88,94 @@ def _load_exact(store: Store, name: str, settings: Settings) -> LoadedLabelSet:
     cache = IndexCache(cache_dir(settings))
     hit = cache.load(_cache_key(record), INDEX_SPEC)
     if hit is not None and hit.meta.get("format") == CACHE_FORMAT:
-        extra = hit.extra
-        parents = np.asarray(extra["parents"])
+        payload = hit.extra
+        parents = np.asarray(payload["parents"])
         tree = Tree.from_bfs_parents(parents, record.rank_names) if hit.meta.get("tree") else None
         return LoadedLabelSet(
             record=record,
-            names=list(extra["names"]),
+            names=list(payload["names"]),
             tree=tree,
             index=hit.index,
-            order=np.asarray(extra["order"]),
+            order=np.asarray(payload["order"]),
         )
     loaded = load_from_sql(store, record)
-    try:
-        cache.store(
-            _cache_key(record),
-            INDEX_SPEC,
-            loaded.index,
-            extra={
-                "names": loaded.names,
-                "parents": loaded.tree.parents
-                if loaded.tree is not None
-                else np.empty(0, np.int64),
-                "order": loaded.order,
-            },
-            meta={"format": CACHE_FORMAT, "tree": loaded.tree is not None, "labelset": name},
-        )
-    except OSError as exc:  # a read-only or full disk only costs the next cold start
-        log.warning("could not write the index cache for %s: %s", name, exc)
+    extra: dict[str, Extra] = {
+        "names": loaded.names,
+        "parents": loaded.tree.parents if loaded.tree is not None else np.empty(0, np.int64),
+        "order": loaded.order,
+    }
+    meta = {"format": CACHE_FORMAT, "tree": loaded.tree is not None, "labelset": name}
+    key = _cache_key(record)
+    if loaded.matrix.nbytes < BACKGROUND_WRITE_BYTES:
+        _write_cache(cache, key, loaded.index, extra, meta)
+        return loaded
+    with _writes_lock:  # one writer per file in this process; a start never waits for it
+        running = _writes.get(key)
+        if running is None or not running.is_alive():
+            writer = threading.Thread(
+                target=_write_cache_behind,
+                args=(cache, key, loaded.index, extra, meta),
+                name=f"zsindex-cache-write-{name}",
+                daemon=False,  # a one-shot command finishes the file before it exits
+            )
+            _writes[key] = writer
+            writer.start()
     return loaded
 
 
+def _write_cache(
+    cache: IndexCache,
+    key: str,
+    index: SearchIndex,
+    extra: Mapping[str, Extra],
+    meta: Mapping[str, Any],
+) -> None:
+    try:
+        cache.store(key, INDEX_SPEC, index, extra=extra, meta=meta)
+    except OSError as exc:  # a read-only or full disk only costs the next cold start
+        log.warning("could not write the index cache for %s: %s", meta["labelset"], exc)
+
+
+def _write_cache_behind(*args: Any) -> None:
+    try:
+        _write_cache(*args)
+    except Exception:  # the load itself succeeded: say why the next start will read SQL again
+        log.exception("could not write the index cache for %s", args[-1]["labelset"])
+
+
+def wait_for_cache_writes(timeout: float | None = None) -> bool:
+    """Wait for this process's background cache writes; whether they have all finished."""
+    with _writes_lock:
+        writers = list(_writes.values())
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for writer in writers:
+        writer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    with _writes_lock:
+        for key, writer in list(_writes.items()):
+            if not writer.is_alive():
+                del _writes[key]
+        return not _writes
+
+
 def load_from_sql(store: Store, record: VersionRecord) -> LoadedLabelSet:
-    """Build a loaded label set straight from the store."""
+    """Build a loaded label set straight from the store: the labels are read on a thread of
+    their own while the matrix comes in (each on its own connections)."""
     from zsindex.index import ExactIndex
 
-    columns = store.load_labels(record.version_id)
-    matrix = store.load_embeddings(record.version_id)
+    with ThreadPoolExecutor(1, thread_name_prefix="zsindex-labels") as pool:
+        labels = pool.submit(store.load_labels, record.version_id)
+        matrix = store.load_embeddings(record.version_id)
+        columns = labels.result()
+    if len(columns) != len(matrix):
+        raise NotFoundError(
+            f"label set {record.labelset!r} version {record.version}: {len(columns)} labels but "
+            f"{len(matrix)} embedding rows (deleted while loading?)"
+        )
     order, tree = arrange(columns, record.rank_names)
     if tree is not None:
         matrix = matrix[order]
         names = [columns.names[i] for i in order.tolist()]
     else:
-        names = columns.names
+        names = columns.names  # identity order: no copy of the matrix
     index = ExactIndex(matrix, check_finite=False)
     return LoadedLabelSet(record=record, names=names, tree=tree, index=index, order=order)

@@ -66,8 +66,27 @@ def insert_labels(conn: Connection, version_id: int, labels: LabelColumns) -> No
 
 
 def load_labels(conn: Connection, version_id: int) -> LabelColumns:
-    """Load a version's labels in position order as columns."""
+    """Load a version's labels in position order as columns.
+
+    A flat set without prompts or ranks (every depth 1: the common million-label case) reads
+    only its names, one column in the binary protocol: about half the time of all columns.
+    """
     with driver_cursor(conn) as (cur, mark):
+        cur.execute(
+            "SELECT count(*), count(parent_position), count(prompts), count(rank), "
+            f"min(depth), max(depth) FROM labels WHERE version_id = {mark}",
+            (version_id,),
+        )
+        total, parents, prompts, ranks, low, high = cur.fetchone()
+        if total and parents == prompts == ranks == 0 and low == high == 1:
+            cur.execute(
+                f"SELECT name FROM labels WHERE version_id = {mark} ORDER BY position",
+                (version_id,),
+                **({"binary": True} if mark == "%s" else {}),
+            )
+            names = [r[0] for r in cur.fetchall()]
+            if len(names) == total:  # else the rows changed between the two statements
+                return LabelColumns.flat(names)
         cur.execute(
             "SELECT name, prompts, parent_position, depth, rank FROM labels "
             f"WHERE version_id = {mark} ORDER BY position",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from zsindex.errors import ConflictError, NotFoundError
-from zsindex.store import bulk, migrate
+from zsindex.store import bulk, chunk_reads, migrate
 from zsindex.store.engine import make_engine, read_transaction, write_transaction
 from zsindex.store.models import (
     EmbeddingChunkRow,
@@ -310,7 +310,11 @@ class Store:
             return bulk.load_labels(conn, version_id)
 
     def load_embeddings(self, version_id: int) -> np.ndarray:
-        """The version's embedding matrix in its stored dtype, ``[num_labels, dim]``."""
+        """The version's embedding matrix in its stored dtype, ``[num_labels, dim]``.
+
+        Each chunk is copied once into the result; on PostgreSQL the chunks come in the binary
+        protocol over several connections (see :mod:`zsindex.store.chunk_reads`).
+        """
         with read_transaction(self.engine) as conn:
             meta = conn.execute(
                 select(
@@ -319,24 +323,11 @@ class Store:
                     LabelSetVersionRow.dtype,
                 ).where(LabelSetVersionRow.id == version_id)
             ).first()
-            if meta is None:
-                raise NotFoundError(f"label-set version id {version_id} does not exist")
-            n, dim, dtype = (int(meta[0]), int(meta[1]), str(meta[2]))
-            out = np.empty((n, dim), dtype=np.dtype(dtype))
-            for start, count, data in self._iter_chunks(conn, version_id):
-                out[start : start + count] = np.frombuffer(data, dtype=out.dtype).reshape(
-                    count, dim
-                )
-        return out
-
-    def _iter_chunks(self, conn: Connection, version_id: int) -> Iterator[tuple[int, int, bytes]]:
-        result = conn.execution_options(yield_per=4).execute(
-            select(EmbeddingChunkRow.start_row, EmbeddingChunkRow.num_rows, EmbeddingChunkRow.data)
-            .where(EmbeddingChunkRow.version_id == version_id)
-            .order_by(EmbeddingChunkRow.chunk_index)
-        )
-        for start, count, data in result:
-            yield int(start), int(count), bytes(data)
+        if meta is None:
+            raise NotFoundError(f"label-set version id {version_id} does not exist")
+        n, dim, dtype = (int(meta[0]), int(meta[1]), str(meta[2]))
+        out = np.empty((n, dim), dtype=np.dtype(dtype))
+        return chunk_reads.read_matrix(self.engine, version_id, out, -(-n // CHUNK_ROWS))
 
 
 def chunk_digests(matrix: np.ndarray) -> Sequence[str]:
