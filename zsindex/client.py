@@ -238,7 +238,7 @@ class Client:
         if (images is None) == (embeddings is None):
             raise InvalidInputError("give either images or embeddings, not both or neither")
         image_list = _image_list(images) if images is not None else None
-        if embeddings is not None and np.size(embeddings) == 0:
+        if embeddings is not None and _no_rows(embeddings):
             raise InvalidInputError("no embeddings given: pass a matrix [n, dim] with n >= 1")
         if options is None:
             options = ClassifyOptions(
@@ -282,6 +282,13 @@ def _is_one_image(value: Any) -> bool:
         return True
     pil = sys.modules.get("PIL.Image")  # a PIL image exists only once PIL was imported
     return pil is not None and isinstance(value, pil.Image)
+
+
+def _no_rows(embeddings: Any) -> bool:
+    try:
+        return bool(np.asarray(embeddings).size == 0)
+    except (ValueError, TypeError):  # ragged rows: the backends' own checks name the problem
+        return False
 
 
 def _image_list(images: Any) -> list[Any]:

@@ -56,6 +56,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory, random_model: str) -> tuple[
     return client, stored
 
 
+def _label(node: int) -> str:
+    """How predictions name a node: "x" is repeated, so it is "A/x" or "B/x"."""
+    name, parent = NODES[node]
+    return f"{parent}/{name}" if name == "x" else name
+
+
 def _parents() -> list[int]:
     out = []
     for i, (_, parent) in enumerate(NODES):
@@ -127,12 +133,12 @@ def test_beam_with_a_wide_beam_equals_path_products(setup: tuple[Client, np.ndar
         # A beam covering the tree ranks leaves as flat search does, each with its path product.
         [flat] = client.classify(embeddings=q, labelset="t", mode="flat", k=20)
         assert [p.label for p in r.predictions] == [p.label for p in flat.predictions]
-        # ("x" names two leaves, so compare the multiset of path products.)
+        # (Compare the multiset of path products: leaves are not in path order.)
         assert sorted(p.probability for p in r.predictions) == pytest.approx(
             sorted(path_prob(i, q) for i in leaves), abs=1e-5
         )
         best = max(leaves, key=lambda i: float(matrix[i] @ q))
-        assert r.predictions[0].label == NODES[best][0]
+        assert r.predictions[0].label == _label(best)
         chain = []
         node = best
         while node >= 0:
@@ -169,16 +175,18 @@ def test_chils_equals_brute_force(setup: tuple[Client, np.ndarray]) -> None:
 def test_within_and_repeated_names(setup: tuple[Client, np.ndarray]) -> None:
     client, matrix = setup
     q = matrix[7]  # "x" under B
+    # "x" is repeated, so predictions name it by the path that tells it apart (issue 20).
     [r] = client.classify(embeddings=q, labelset="t", within="B", k=5)
-    assert {p.label for p in r.predictions} == {"b1", "x"}
+    assert {p.label for p in r.predictions} == {"b1", "B/x"}
     for mode in ("beam", "marginal", "chils"):
         [r] = client.classify(embeddings=q, labelset="t", within="B", mode=mode, k=5)
-        assert {p.label for p in r.predictions} == {"b1", "x"}, mode
+        assert {p.label for p in r.predictions} == {"b1", "B/x"}, mode
         assert r.path[0].label == "B" and r.path[0].probability == 1.0
+        assert [s.label for s in r.path][-1] in ("b1", "x")  # path steps: own names
     with pytest.raises(InvalidInputError, match="ambiguous"):
         client.classify(embeddings=q, labelset="t", within="x")
     [r] = client.classify(embeddings=q, labelset="t", within="B/x", k=5)
-    assert [p.label for p in r.predictions] == ["x"]
+    assert [p.label for p in r.predictions] == ["B/x"]
 
 
 def test_rank_and_min_confidence(setup: tuple[Client, np.ndarray]) -> None:

@@ -158,10 +158,11 @@ def test_classify_json_shape_and_bad_files(
         assert {"label", "probability", "score"} == set(r["predictions"][0])
     (folder / "bad.png").write_bytes(b"not an image at all")
     run = zs("classify", str(folder), "--labels", "c", "--csv")
-    assert run.code == 1 and "bad.png" in run.err
-    assert run.out.count("\n") == 1 + 2 * 2  # header + 2 images x 2 labels still printed
+    assert run.code == 3 and "bad.png" in run.err  # 3: some images could not be classified
+    # header + 2 images x 2 labels still printed, and the bad file's own row with its error
+    assert run.out.count("\n") == 1 + 2 * 2 + 1 and "bad.png" in run.out
     run = zs("classify", str(folder / "bad.png"), "--labels", "c")
-    assert run.code == 1 and "bad.png" in run.err
+    assert run.code == 3 and "bad.png" in run.err
 
 
 def test_import_is_light() -> None:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import click
 
 from zsindex.cli.context import CliState
 from zsindex.cli.output import info, print_json, print_table
 from zsindex.errors import InvalidInputError
-from zsindex.options import MODES, ClassifyOptions, Mode, OnError
-from zsindex.results import ClassificationResult
+from zsindex.options import MAX_BEAM, MAX_K, MODES, ClassifyOptions, Mode
+
+SOME_FAILED = 3
+"""Exit code of a run in which some images could not be classified (each is reported)."""
 
 CHUNK = 256
 """Files per backend call: the pipeline decodes the next forward's images while the model runs
@@ -40,75 +40,17 @@ def iter_image_paths(paths: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
             raise InvalidInputError(f"{given}: no such file or folder")
 
 
-class _Writer:
-    """Streams results as a JSON array, CSV rows or a table, one batch at a time."""
-
-    def __init__(self, fmt: str) -> None:
-        self.fmt = fmt
-        self.count = 0
-        self.csv: Any = None
-        self.started = False
-
-    def _start(self) -> None:
-        # Nothing is printed before the first result: a run that fails at once prints no
-        # half-open JSON array or lone CSV header.
-        if self.started:
-            return
-        self.started = True
-        if self.fmt == "csv":
-            self.csv = csv.writer(sys.stdout)
-            self.csv.writerow(
-                ["image", "labelset", "version", "rank", "label", "probability", "score", "path"]
-            )
-        elif self.fmt == "json":
-            click.echo("[", nl=False)
-
-    def write(self, result: ClassificationResult) -> None:
-        self._start()
-        if self.fmt == "json":
-            click.echo(
-                ("," if self.count else "")
-                + "\n"
-                + json.dumps(result.to_dict(), ensure_ascii=False),
-                nl=False,
-            )
-        elif self.csv is not None:
-            path = " > ".join(s.label for s in result.path or [])
-            for i, p in enumerate(result.predictions, 1):
-                self.csv.writerow(
-                    [
-                        result.image,
-                        result.labelset,
-                        result.version,
-                        i,
-                        p.label,
-                        f"{p.probability:.6f}",
-                        f"{p.score:.6f}",
-                        path,
-                    ]
-                )
-        else:
-            header = f"{result.image}  ({result.labelset} v{result.version})"
-            click.echo(header)
-            if result.path:
-                click.echo(
-                    "  path: " + " > ".join(f"{s.label} ({s.probability:.2f})" for s in result.path)
-                )
-            for p in result.predictions:
-                bar = "#" * round(p.probability * 20)
-                click.echo(f"  {p.probability:6.1%}  {bar:<20}  {p.label}")
-        self.count += 1
-
-    def close(self) -> None:
-        self._start()
-        if self.fmt == "json":
-            click.echo("\n]" if self.count else "]")
-
-
 @click.command("classify")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--labels", "labelset", required=True, help="Label set to classify against.")
-@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "-k",
+    "k",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, MAX_K),
+    help="Predictions per image.",
+)
 @click.option(
     "--mode",
     type=click.Choice(MODES),
@@ -117,7 +59,7 @@ class _Writer:
     help="flat (leaves), beam (coarse-then-fine), marginal or chils (trees).",
 )
 @click.option("--rank", help="Stop at this named rank or depth (trees).")
-@click.option("--beam", type=click.IntRange(1, 100000), help="Nodes kept per level (beam mode).")
+@click.option("--beam", type=click.IntRange(1, MAX_BEAM), help="Nodes kept per level (beam mode).")
 @click.option("--within", help="Restrict to the subtree of this node (name or a/b/c path).")
 @click.option(
     "--min-confidence",
@@ -151,7 +93,17 @@ def classify(
     as_json: bool,
     as_csv: bool,
 ) -> None:
-    """Classify image files or folders (recursive) against label set LABELS."""
+    """Classify image files or folders (recursive) against label set LABELS.
+
+    An image that cannot be read is reported in its own result (the table's "error:" line, the
+    JSON object's "error", the CSV row's error column) and the run goes on.
+
+    Exit codes: 0 every image classified; 1 a user or store error (one line on stderr; nothing
+    classified); 2 a usage error; 3 some images could not be classified (the others' results
+    are printed).
+    """
+    from zsindex.cli.classify_output import NodePaths, ResultWriter
+
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     options = ClassifyOptions(
@@ -168,10 +120,9 @@ def classify(
     items = list(iter_image_paths(paths))
     if not items:
         raise InvalidInputError("no image files found in " + ", ".join(paths))
-    # One file: its error is the command's error; several: each is reported and the run goes on.
-    on_error: OnError = "raise" if len(items) == 1 else "report"
-    writer = _Writer("json" if as_json else "csv" if as_csv else "table")
-    failed = 0
+    fmt = "json" if as_json else "csv" if as_csv else "table"
+    writer = ResultWriter(fmt, NodePaths(backend) if as_csv else None)
+    failed: list[str] = []
     show_progress = len(items) > CHUNK and sys.stderr.isatty()
     with click.progressbar(
         length=len(items), label="classifying", file=sys.stderr, hidden=not show_progress
@@ -183,18 +134,16 @@ def classify(
                 images=[path for _, path in batch],
                 image_names=[name for name, _ in batch],
                 options=options,
-                on_error=on_error,
+                on_error="report",
             ):
                 if result.error is not None:
-                    failed += 1
-                    info(f"skipped {result.error}")
-                else:
-                    writer.write(result)
+                    failed.append(result.error)
+                writer.write(result)
             bar.update(len(batch))
     writer.close()
     if failed:
-        info(f"{failed} of {len(items)} image(s) could not be classified")
-        raise SystemExit(1)
+        info(f"{len(failed)} of {len(items)} image(s) could not be classified (first: {failed[0]})")
+        raise SystemExit(SOME_FAILED)
 
 
 @click.command("eval")

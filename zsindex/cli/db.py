@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import click
 
 from zsindex.cli.context import CliState
 from zsindex.cli.output import info, print_json
+from zsindex.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from zsindex.store.repository import Store
@@ -18,6 +21,21 @@ def _open(state: CliState) -> Store:
     from zsindex.store.repository import Store
 
     return Store(state.settings.resolved_database_url, check_schema=False)
+
+
+@contextlib.contextmanager
+def _revision_errors(what: str) -> Iterator[None]:
+    """Alembic's refusals (an unknown revision, a target above the current one) as one line."""
+    from alembic.util import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        reason = " ".join(str(exc).split())
+        raise InvalidInputError(
+            f"{what}: {reason} (give `base` or a revision id; `zsindex db current` shows the "
+            "schema's revision)"
+        ) from None
 
 
 @click.group()
@@ -32,7 +50,8 @@ def upgrade(state: CliState) -> None:
     from zsindex.store import migrate
 
     store = _open(state)
-    migrate.upgrade(store.engine)
+    with _revision_errors("cannot upgrade"):
+        migrate.upgrade(store.engine)
     info(f"schema at {migrate.current_revision(store.engine)} (head)")
 
 
@@ -44,7 +63,8 @@ def downgrade(state: CliState, revision: str) -> None:
     from zsindex.store import migrate
 
     store = _open(state)
-    migrate.downgrade(store.engine, revision)
+    with _revision_errors(f"cannot downgrade to {revision!r}"):
+        migrate.downgrade(store.engine, revision)
     info(f"schema at {migrate.current_revision(store.engine) or 'base'}")
 
 

@@ -1,7 +1,8 @@
 """The ``zsindex`` command: a click group whose sub-commands live one noun per module.
 
 Errors from :mod:`zsindex.errors` become a one-line ``error: ...`` on stderr and exit code 1
-(a traceback only with ``--debug``); click's usage errors exit 2.
+(a traceback only with ``--debug``, which may stand anywhere on the command line); click's usage
+errors exit 2; ``classify`` exits 3 when some images could not be classified.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from zsindex.errors import ZsindexError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="zsindex")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option(
+    "--debug", is_flag=True, help="Show tracebacks and debug logs (also after the sub-command)."
+)
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """zsindex: zero-shot image classification with CLIP label sets stored in SQL.
@@ -61,11 +64,22 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
+def hoist_debug(args: list[str]) -> list[str]:
+    """``args`` with ``--debug`` moved before the sub-command, so ``zsindex classify ... --debug``
+    works as ``zsindex --debug classify ...`` (arguments after ``--`` are left alone)."""
+    end = args.index("--") if "--" in args else len(args)
+    head, tail = args[:end], args[end:]
+    if "--debug" not in head:
+        return args
+    return ["--debug", *(a for a in head if a != "--debug"), *tail]
+
+
 def _run(argv: list[str] | None, state: CliState) -> int:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = hoist_debug(list(argv if argv is not None else sys.argv[1:]))
+    debug = args[:1] == ["--debug"]
     try:
         # Not standalone: click returns ``ctx.exit(n)``'s code instead of exiting.
-        rv = cli.main(args=argv, prog_name="zsindex", standalone_mode=False, obj=state)
+        rv = cli.main(args=args, prog_name="zsindex", standalone_mode=False, obj=state)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130

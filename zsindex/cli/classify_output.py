@@ -1,0 +1,136 @@
+"""How ``zsindex classify`` prints results: a table, one JSON array, or CSV rows.
+
+Every image gets its place in every format, an image that could not be classified included
+(its ``error``), so a run's output always accounts for each file it was given.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from zsindex.classify.tree import node_paths, unique_labels
+from zsindex.results import ClassificationResult
+
+if TYPE_CHECKING:
+    from zsindex.backend import Backend
+
+CSV_HEADER = [
+    "image",
+    "labelset",
+    "version",
+    "rank",
+    "label",
+    "probability",
+    "score",
+    "path",
+    "error",
+]
+
+PathOf = Callable[[ClassificationResult, str], str]
+"""(result, prediction label) → that prediction's own path (``""`` for flat sets)."""
+
+
+class NodePaths:
+    """Each prediction's own path (``circle > red``), read from the label set's structure.
+
+    Predictions name nodes by :func:`~zsindex.classify.tree.unique_labels`, so the label finds
+    the node; the structure is read once per version (and only if a version's own could be
+    read: a label set re-registered mid-run leaves that version's paths empty).
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._by_version: dict[tuple[str, int], dict[str, str]] = {}
+
+    def _load(self, labelset: str, version: int) -> dict[str, str]:
+        before = self.backend.labelset(labelset).version
+        tree = self.backend.tree(labelset)
+        if before != version or self.backend.labelset(labelset).version != version:
+            return {}
+        if not tree.is_tree:
+            return {}
+        paths = node_paths(tree.parents)
+        return {
+            label: " > ".join(tree.names[a] for a in paths[i])
+            for i, label in enumerate(unique_labels(tree.names, tree.parents))
+        }
+
+    def __call__(self, result: ClassificationResult, label: str) -> str:
+        key = (result.labelset, result.version)
+        if key not in self._by_version:
+            self._by_version[key] = self._load(*key)
+        return self._by_version[key].get(label, "")
+
+
+class ResultWriter:
+    """Streams results as a JSON array, CSV rows or a table, one batch at a time."""
+
+    def __init__(self, fmt: str, path_of: PathOf | None = None) -> None:
+        self.fmt = fmt
+        self.path_of = path_of
+        self.count = 0
+        self.csv: Any = None
+        self.started = False
+
+    def _start(self) -> None:
+        # Nothing is printed before the first result: a run that fails at once prints no
+        # half-open JSON array or lone CSV header.
+        if self.started:
+            return
+        self.started = True
+        if self.fmt == "csv":
+            self.csv = csv.writer(sys.stdout)
+            self.csv.writerow(CSV_HEADER)
+        elif self.fmt == "json":
+            click.echo("[", nl=False)
+
+    def write(self, result: ClassificationResult) -> None:
+        self._start()
+        if self.fmt == "json":
+            click.echo(
+                ("," if self.count else "")
+                + "\n"
+                + json.dumps(result.to_dict(), ensure_ascii=False),
+                nl=False,
+            )
+        elif self.csv is not None:
+            self._csv_rows(result)
+        else:
+            self._table(result)
+        self.count += 1
+
+    def _csv_rows(self, result: ClassificationResult) -> None:
+        head = [result.image, result.labelset, result.version]
+        if result.error is not None:
+            self.csv.writerow([*head, "", "", "", "", "", result.error])
+            return
+        for i, p in enumerate(result.predictions, 1):
+            path = self.path_of(result, p.label) if self.path_of else ""
+            self.csv.writerow(
+                [*head, i, p.label, f"{p.probability:.6f}", f"{p.score:.6f}", path, ""]
+            )
+
+    @staticmethod
+    def _table(result: ClassificationResult) -> None:
+        click.echo(f"{result.image}  ({result.labelset} v{result.version})")
+        if result.error is not None:
+            click.echo(f"  error: {result.error}")
+            return
+        if result.path:
+            click.echo(
+                "  path: " + " > ".join(f"{s.label} ({s.probability:.2f})" for s in result.path)
+            )
+        for p in result.predictions:
+            bar = "#" * round(p.probability * 20)
+            click.echo(f"  {p.probability:6.1%}  {bar:<20}  {p.label}")
+
+    def close(self) -> None:
+        self._start()
+        if self.fmt == "json":
+            click.echo("\n]" if self.count else "]")
