@@ -107,6 +107,9 @@ def test_options_fields() -> None:
     assert result_fields[:5] == ["image", "labelset", "version", "predictions", "path"]
     assert list(results.Prediction.__dataclass_fields__) == ["label", "probability", "score"]
     assert list(results.PathStep.__dataclass_fields__) == ["rank", "label", "probability"]
+    info_fields = list(results.LabelSetInfo.__dataclass_fields__)
+    assert info_fields[:4] == ["name", "version", "num_labels", "model"]
+    assert "unchanged" in info_fields  # a registration that stored nothing new says so
 
 
 def test_both_backends_implement_the_protocol() -> None:

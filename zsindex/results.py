@@ -92,6 +92,9 @@ class LabelSetInfo:
     current: bool = True
     index: str = ""
     """The search index this version asked for (``""``: the serving setting decides)."""
+    unchanged: bool = False
+    """Set on the answer to a registration whose content was already current: nothing new was
+    stored and this is that version (``to_dict`` has the key only then)."""
 
     def to_dict(self, *, detail: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -113,6 +116,8 @@ class LabelSetInfo:
                 current=self.current,
                 index=self.index,
             )
+        if self.unchanged:
+            out["unchanged"] = True
         return out
 
     @classmethod

@@ -28,6 +28,9 @@ def spec_to_columns(spec: LabelSetSpec) -> LabelColumns:
 
 
 def version_info(v: VersionRecord) -> LabelSetInfo:
+    """The public view of a version record (``unchanged`` where a registration kept it)."""
+    from zsindex.catalog.registration import UnchangedVersion
+
     return LabelSetInfo(
         name=v.labelset,
         version=v.version,
@@ -43,4 +46,5 @@ def version_info(v: VersionRecord) -> LabelSetInfo:
         created_at=v.created_at.isoformat() if v.created_at else "",
         current=v.is_current,
         index=v.index_spec,
+        unchanged=isinstance(v, UnchangedVersion),
     )

@@ -6,6 +6,7 @@ validation, an encoder failure fails before writing, and the write itself is one
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -26,6 +27,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class UnchangedVersion(VersionRecord):
+    """The current version, handed back by a registration whose content it already holds (so
+    callers can say that nothing new was stored)."""
+
+    @classmethod
+    def of(cls, record: VersionRecord) -> UnchangedVersion:
+        fields = dataclasses.fields(VersionRecord)
+        return cls(**{f.name: getattr(record, f.name) for f in fields})
 
 
 def model_spec(info: ModelInfo) -> ModelSpec:
@@ -65,13 +77,40 @@ def embed_spec(
     result = encode_labels(
         runtime,
         texts,
-        templates,
+        templates or None,  # none: every label has its own prompts
         prompts=prompts,
         cache=SqlTextEmbeddingCache(store.engine),
         strict=strict,
         progress=progress,
+        # The cache keeps vectors, not whether their prompts were cut: where a prompt may be
+        # long enough, cached labels are tokenized again so the count and warning are exact.
+        check_cached_truncation=may_truncate(texts, templates, prompts, runtime.info),
     )
     return result.embeddings, result.num_truncated, model_spec(runtime.info)
+
+
+def may_truncate(
+    texts: list[str],
+    templates: tuple[str, ...],
+    prompts: list[tuple[str, ...] | None] | None,
+    info: ModelInfo,
+) -> bool:
+    """Whether any prompt could exceed the model's context (``False`` only when provably not).
+
+    An ASCII prompt never has more tokens than characters (each BPE token covers at least one
+    byte; cleaning only drops characters) plus start and end; other text is not bounded as
+    simply, so it always counts as possibly long.
+    """
+    budget = info.context_length - 2
+    own = [p for group in prompts or () if group for p in group]
+    if own and (not "".join(own).isascii() or max(map(len, own)) > budget):
+        return True
+    if prompts is not None and all(prompts):
+        return False  # every label is embedded from its own prompts
+    if not "".join(texts).isascii() or not "".join(templates).isascii():
+        return True
+    longest_text = max(map(len, texts), default=0)
+    return max(map(len, templates), default=0) + longest_text > budget
 
 
 def register_spec(
@@ -102,7 +141,7 @@ def register_spec(
             digest[:12],
             unchanged.version,
         )
-        return unchanged
+        return UnchangedVersion.of(unchanged)
     columns = spec_to_columns(spec)
     matrix, truncated, model = embed_spec(
         store, spec, templates, runtime, strict=strict, progress=progress

@@ -51,11 +51,16 @@ def spec_from_source(source: LabelSource, plugins: tuple[str, ...] | None) -> La
 
 def choose_templates(templates: Sequence[str] | str | None, spec: LabelSetSpec) -> tuple[str, ...]:
     """The templates to embed with: the caller's (a list, or a named set — never a file), else
-    the source's own, else :data:`DEFAULT_TEMPLATE_SET`."""
+    the source's own, else :data:`DEFAULT_TEMPLATE_SET`; none at all (``()``) when every label
+    has its own prompts, so that the version does not list templates it never used."""
     from zsindex.labels.templates import resolve_templates, template_set, validate_templates
 
     if templates is None:
-        return spec.templates or template_set(DEFAULT_TEMPLATE_SET)
-    if isinstance(templates, str):
-        return resolve_templates(templates, allow_files=False)
-    return validate_templates(list(templates))
+        chosen = spec.templates or template_set(DEFAULT_TEMPLATE_SET)
+    elif isinstance(templates, str):
+        chosen = resolve_templates(templates, allow_files=False)
+    else:
+        chosen = validate_templates(list(templates))  # checked even where unused
+    if spec.prompts is not None and all(spec.prompts):
+        return ()
+    return chosen
