@@ -158,3 +158,29 @@ def test_template_placeholder_counts_are_explained() -> None:
     assert "no {} or {c}" in _err(check_template, "a photo", "t")
     assert "2 placeholders" in _err(check_template, "{} and {}", "t")
     assert "format spec" in _err(check_template, "a {:>10}", "t")
+
+
+# -- ranks travel with the nodes of an exported names file -----------------------------------------
+
+
+def test_names_json_ranks_rebuild_the_rank_names() -> None:
+    rows = [
+        {"name": "circle", "parent": None, "rank": "shape"},
+        {"name": "red circle", "parent": "circle", "rank": "color"},
+        {"name": "square", "parent": None, "rank": "shape"},
+    ]
+    spec = parse_names_text(json.dumps(rows), "json", "n.json").spec
+    assert spec.rank_names == ("shape", "color")
+    assert [spec.rank_of(i) for i in range(3)] == ["shape", "color", "shape"]
+    assert "rank" in _err(parse_names_text, json.dumps([{"name": "a", "rank": 3}]), "json", "n")
+
+
+def test_rank_names_by_depth_stop_where_the_nodes_disagree() -> None:
+    doc = [
+        {"name": "a", "rank": "group", "children": [{"name": "x", "rank": "size"}]},
+        {"name": "b", "rank": "group", "children": [{"name": "y", "rank": "colour"}]},
+    ]
+    spec = parse_labels_text(json.dumps(doc), "json", "t.json")
+    assert spec.rank_names == ("group",)  # depth 2 has two different ranks
+    given = {"labels": doc, "rank_names": ["kind", "leaf"]}
+    assert parse_labels_text(json.dumps(given), "json", "t.json").rank_names == ("kind", "leaf")

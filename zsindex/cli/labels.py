@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -110,6 +109,11 @@ def add(
         bar.close()
     if as_json:
         print_json(result.to_dict())
+    elif result.unchanged:
+        info(
+            f"unchanged: {result.name} is already at version {result.version} with this "
+            "content (nothing new was stored)"
+        )
     else:
         info(
             f"registered {result.name} version {result.version}: {result.num_labels} labels, "
@@ -206,7 +210,10 @@ def show(state: CliState, name: str, as_json: bool) -> None:
         print_json(ls.to_dict())
         return
     for key, value in ls.to_dict().items():
-        if key == "templates":
+        if key == "templates" and not value:
+            # Own prompts per label, or imported embeddings: no template made them.
+            click.echo("templates: none")
+        elif key == "templates":
             click.echo(f"templates: {len(value)}")
             for t in value:
                 click.echo(f"  {t}")
@@ -255,22 +262,26 @@ def rm(state: CliState, name: str) -> None:
 @click.pass_obj
 def export(state: CliState, name: str, directory: Path) -> None:
     """Write DIRECTORY/embeddings.npy and DIRECTORY/names.json (readable by `labels import`)."""
-    import numpy as np
+    from zsindex.cli.files import write_export
 
     client = state.client()
     names, matrix = client.embeddings(name)
     tree = client.tree(name)
-    directory.mkdir(parents=True, exist_ok=True)
-    np.save(directory / "embeddings.npy", matrix)
     listing: list[object] = list(names)
     if tree.is_tree:
-        # A parent is named, or given by its row index where its name is not unique.
+        # A parent is named, or given by its row index where its name is not unique; a rank
+        # travels with its node, and import rebuilds the rank names by depth from them.
         counts = Counter(names)
-        listing = [
-            {"name": n, "parent": None if p < 0 else names[p] if counts[names[p]] == 1 else p}
-            for n, p in zip(names, tree.parents, strict=True)
-        ]
-    (directory / "names.json").write_text(json.dumps(listing, ensure_ascii=False), encoding="utf-8")
+        listing = []
+        for n, p, rank in zip(names, tree.parents, tree.ranks, strict=True):
+            row: dict[str, object] = {
+                "name": n,
+                "parent": None if p < 0 else names[p] if counts[names[p]] == 1 else p,
+            }
+            if rank is not None:
+                row["rank"] = rank
+            listing.append(row)
+    write_export(directory, matrix, listing)
     info(f"exported {len(names)} labels of {name} to {directory}")
 
 

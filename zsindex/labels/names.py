@@ -4,9 +4,10 @@ Accepted (detected from the extension and content; ``format`` forces one of :dat
 
 - ``text``: one name per line — every line is a row (no comments; a blank line is an error, so
   rows can never silently shift against the embeddings).
-- ``json``: a list of names; a list of ``{"name": str, "parent": str | int | null}`` (what
-  ``labels export`` writes for trees: ``parent`` is the parent's name, or its row index when
-  names repeat; null = a root); or pybioclip's TreeOfLife names
+- ``json``: a list of names; a list of ``{"name": str, "parent": str | int | null,
+  "rank"?: str}`` (what ``labels export`` writes for trees: ``parent`` is the parent's name, or
+  its row index when names repeat; null = a root; ``rank`` the node's rank, from which the rank
+  names by depth are rebuilt); or pybioclip's TreeOfLife names
   ``[[[kingdom, phylum, class, order, family, genus, species], common_name], ...]``.
 - ``csv``: header ``name,parent`` (or just ``name``); an empty parent makes a root.
 
@@ -33,6 +34,7 @@ from zsindex.labels.taxonomy import PathTreeBuilder, clean_path
 from zsindex.labels.validate import DEFAULT_LIMITS, Limits, check_count, validate_spec
 
 NAMES_FORMATS: tuple[str, ...] = ("text", "json", "csv")
+_NODE_KEYS = frozenset({"name", "parent", "rank"})
 TOL_RANKS: tuple[str, ...] = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 
 
@@ -212,19 +214,27 @@ def _json(
     if isinstance(first, dict):
         names: list[str] = []
         refs: list[object] = []
+        ranks: list[str | None] = []
         for r, item in enumerate(data):
-            if not isinstance(item, dict) or "name" not in item or set(item) - {"name", "parent"}:
+            if not isinstance(item, dict) or "name" not in item or set(item) - _NODE_KEYS:
                 raise InvalidInputError(
-                    f"{source}: item {r + 1}: expected an object with 'name' and 'parent' like "
-                    "the others"
+                    f"{source}: item {r + 1}: expected an object with 'name', 'parent' and "
+                    "optionally 'rank', like the others"
                 )
             names.append(item["name"])
             refs.append(item.get("parent"))
+            ranks.append(item.get("rank"))
         if not all(isinstance(n, str) for n in names):
             bad = next(r for r, n in enumerate(names) if not isinstance(n, str))
             raise InvalidInputError(f"{source}: item {bad + 1}: name must be a string")
         parents = resolve_parent_refs(names, refs, lambda i: f"{source}: item {i + 1}", source)
-        spec = LabelSetSpec(names=tuple(names), parents=parents, source=source)
+        has_ranks = any(rank is not None for rank in ranks)
+        spec = LabelSetSpec(
+            names=tuple(names),
+            parents=parents,
+            ranks=tuple(ranks) if has_ranks else None,  # validated (and named by depth) later
+            source=source,
+        )
         return spec, range(len(names)), "tree"
     return LabelSetSpec(names=tuple(data), source=source), range(len(data)), "names"
 

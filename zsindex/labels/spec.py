@@ -258,6 +258,22 @@ class LabelSetSpec:
         depth = self.node_depths[i]
         return self.rank_names[depth] if depth < len(self.rank_names) else None
 
+    def ranks_by_depth(self) -> tuple[str, ...]:
+        """Rank names by depth read off the nodes' own ranks: depth ``d`` is named while every
+        node at that depth has one and the same rank (``()`` without per-node ranks)."""
+        if self.ranks is None:
+            return ()
+        by_depth: dict[int, set[str | None]] = {}
+        for d, rank in zip(self.node_depths, self.ranks, strict=True):
+            by_depth.setdefault(d, set()).add(rank)
+        out: list[str] = []
+        for d in range(self.depth):
+            values = by_depth.get(d, set())
+            if len(values) != 1 or None in values:
+                break
+            out.extend(r for r in values if r is not None)
+        return tuple(out)
+
     def where(self, i: int) -> str:
         """A human location of node ``i`` for messages: ``"file.txt, line 5"``, else its 1-based
         position (``"labels: label 3"``, with its path in a tree)."""

@@ -13,7 +13,9 @@ Rules (defaults in :class:`Limits`):
   Unicode NFC, case-folded, whitespace collapsed — are an error unless duplicates are allowed
   (``--allow-duplicates``, built-in sets); labels are identified by position, never by name.
 - Trees: parents are indices in range; no cycles; no node name contains ``/``, which separates
-  the parts of a ``--within a/b`` path (flat sets may use it: ``--within`` never applies).
+  the parts of a ``--within a/b`` path (flat sets may use it: ``--within`` never applies); a
+  tree with per-node ranks but no rank names is named by depth from them
+  (:meth:`LabelSetSpec.ranks_by_depth`).
 - Templates: see :mod:`zsindex.labels.templates`.
 - Label-set names: ``[a-z0-9][a-z0-9._-]{0,63}`` without ``..`` (so never a path).
 """
@@ -254,4 +256,10 @@ def validate_spec(
             raise InvalidInputError(f"{spec.source}: rank name {i + 1} ({rank!r}) is not valid")
     if not allow:
         _check_duplicates(spec)
+    if spec.is_tree and spec.ranks is not None and not spec.rank_names:
+        # Per-node ranks only (a JSON tree's "rank" keys, an exported names file): name the
+        # depths after them, so that --rank finds them and an export imports back the same.
+        derived = spec.ranks_by_depth()
+        if derived:
+            spec = replace(spec, rank_names=derived)
     return spec if allow == spec.allow_duplicates else replace(spec, allow_duplicates=allow)
