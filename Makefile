@@ -22,15 +22,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure_postgres.sh
 	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_haproxy.sh
 	$(BIN)/ruff check zsindex migrations tests benchmarks scripts
 	$(BIN)/ruff format --check zsindex migrations tests benchmarks scripts
 	$(BIN)/mypy
-	ZSINDEX_REQUIRE_POSTGRES=1 ZSINDEX_REQUIRE_BROWSER=1 $(BIN)/pytest -q -p no:cacheprovider
+	ZSINDEX_REQUIRE_POSTGRES=1 ZSINDEX_REQUIRE_BROWSER=1 ZSINDEX_REQUIRE_HAPROXY=1 \
+		$(BIN)/pytest -q -p no:cacheprovider
 
 # Long soak / fuzz / crash runs (not in CI's time budget; run before a release).
 test-slow: $(STAMP)
 	bash scripts/ensure_postgres.sh
-	ZSINDEX_REQUIRE_POSTGRES=1 $(BIN)/pytest -q -p no:cacheprovider -m slow
+	bash scripts/ensure_haproxy.sh
+	ZSINDEX_REQUIRE_POSTGRES=1 ZSINDEX_REQUIRE_HAPROXY=1 $(BIN)/pytest -q -p no:cacheprovider -m slow
 
 soak: test-slow
 
