@@ -223,12 +223,14 @@ class Client:
         Args:
             k: predictions per image.
             mode: ``flat`` (leaves of a tree), ``beam``, ``marginal`` or ``chils``.
-            rank: named rank or depth to stop at (trees).
+            rank: named rank or depth to stop at (tree modes).
             beam: nodes kept per level in ``beam`` mode.
-            within: restrict to the subtree of this node.
+            within: restrict to the subtree of this node (trees, any mode).
             min_confidence: in hierarchical modes, stop at the deepest node with at least this
                 probability.
-            activation: ``softmax`` (single label) or ``sigmoid`` (multi-label, SigLIP-style).
+            activation: ``softmax`` (single label) or ``sigmoid`` (multi-label, SigLIP-style;
+                flat mode). An option where it does not apply is an error
+                (:data:`zsindex.options.OPTION_RULES`).
             fast_decode: JPEG draft-mode decoding (faster, not bit-exact); ``None``: the
                 ``ZSINDEX_FAST_DECODE`` setting.
             options: all of the above as one object (then the keyword options are ignored).

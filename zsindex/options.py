@@ -109,16 +109,19 @@ def check_fits(options: ClassifyOptions, labelset: str, *, is_tree: bool) -> Non
 
 @dataclass(frozen=True)
 class ClassifyOptions:
-    """How to classify (the same meaning on every interface).
+    """How to classify (the same meaning on every interface; where each option applies is
+    :data:`OPTION_RULES`, see the module's table).
 
     Attributes:
         k: predictions per image (1 to 10,000).
         mode: ``flat`` (leaves of a tree), ``beam``, ``marginal`` or ``chils`` (trees).
-        rank: named rank or depth to stop at (trees).
+        rank: named rank or depth to stop at (tree modes).
         beam: nodes kept per level in ``beam`` mode (default 8).
-        within: restrict to the subtree of this node (a name or an ``a/b/c`` path).
+        within: restrict to the subtree of this node (a name or an ``a/b/c`` path; trees, any
+            mode).
         min_confidence: in tree modes, stop at the deepest node with at least this probability.
-        activation: ``softmax`` (one label) or ``sigmoid`` (multi-label, SigLIP-style).
+        activation: ``softmax`` (one label) or ``sigmoid`` (multi-label, SigLIP-style; flat
+            mode).
         fast_decode: decode JPEGs at a reduced scale (libjpeg draft mode) before the model's
             preprocessing: faster on large JPEGs, not bit-exact (see README); ``None`` takes
             the ``ZSINDEX_FAST_DECODE`` setting (default off).

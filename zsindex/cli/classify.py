@@ -58,16 +58,18 @@ def iter_image_paths(paths: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
     show_default=True,
     help="flat (leaves), beam (coarse-then-fine), marginal or chils (trees).",
 )
-@click.option("--rank", help="Stop at this named rank or depth (trees).")
+@click.option("--rank", help="Stop at this named rank or depth (tree modes).")
 @click.option("--beam", type=click.IntRange(1, MAX_BEAM), help="Nodes kept per level (beam mode).")
-@click.option("--within", help="Restrict to the subtree of this node (name or a/b/c path).")
+@click.option("--within", help="Restrict to the subtree of this node (name or a/b/c path; trees).")
 @click.option(
     "--min-confidence",
     type=click.FloatRange(0, 1),
-    help="Stop at the deepest node with at least this probability (trees).",
+    help="Stop at the deepest node with at least this probability (tree modes).",
 )
 @click.option(
-    "--sigmoid", is_flag=True, help="Multi-label sigmoid probabilities instead of softmax."
+    "--sigmoid",
+    is_flag=True,
+    help="Multi-label sigmoid probabilities instead of softmax (flat mode).",
 )
 @click.option(
     "--fast-decode/--exact-decode",
@@ -98,9 +100,11 @@ def classify(
     An image that cannot be read is reported in its own result (the table's "error:" line, the
     JSON object's "error", the CSV row's error column) and the run goes on.
 
-    Exit codes: 0 every image classified; 1 a user or store error (one line on stderr; nothing
-    classified); 2 a usage error; 3 some images could not be classified (the others' results
-    are printed).
+    Exit codes: 0 every image classified; 1 a user or store error (one line on stderr); 2 a
+    usage error; 3 some images could not be classified (the others' results are printed).
+
+    Tree options (--rank, --beam, --min-confidence: tree modes; --within: any mode) need a
+    label tree; --sigmoid is for flat mode. An option where it does not apply is an error.
     """
     from zsindex.cli.classify_output import NodePaths, ResultWriter
 
