@@ -55,6 +55,28 @@ def match_folders(folders: list[str], labels: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _folder_labels(folders: list[str], client: Client, labelset: str) -> dict[str, str]:
+    """Each class folder's label as predictions spell it. A leaf whose name is repeated is
+    predicted as its path (``circle/red``), which a folder name cannot be: such a folder is an
+    error naming the leaves it could mean."""
+    from zsindex.classify.tree import unique_labels
+
+    tree = client.tree(labelset)
+    labels = unique_labels(tree.names, tree.parents)
+    by_name: dict[str, list[str]] = {}
+    for i in tree.leaves():
+        by_name.setdefault(tree.names[i], []).append(labels[i])
+    mapping = match_folders(folders, list(by_name))
+    for folder, name in sorted(mapping.items()):
+        if len(by_name[name]) > 1:
+            raise InvalidInputError(
+                f"class folder {folder!r} matches {len(by_name[name])} leaves "
+                f"({', '.join(by_name[name][:5])}): a folder can name only one; rename the "
+                "leaves or evaluate on a label set where the name is unique"
+            )
+    return {folder: by_name[name][0] for folder, name in mapping.items()}
+
+
 def evaluate_folder(client: Client, directory: Path, labelset: str) -> dict[str, Any]:
     """Top-1, top-5 and mean per-class recall over the classes present in ``directory``.
 
@@ -66,8 +88,7 @@ def evaluate_folder(client: Client, directory: Path, labelset: str) -> dict[str,
     )
     if not folders:
         raise InvalidInputError(f"{directory}: no class sub-folders (ImageFolder layout expected)")
-    tree = client.tree(labelset)
-    mapping = match_folders(folders, [tree.names[i] for i in tree.leaves()])
+    mapping = _folder_labels(folders, client, labelset)
     items: list[tuple[Path, str]] = []
     for folder in folders:
         for path in sorted(p for p in (directory / folder).rglob("*") if p.is_file()):

@@ -192,3 +192,18 @@ def test_k_takes_the_api_limit(zs: Callable, flat: str, images: Path) -> None:
     assert run.code == 0, run.err
     assert len(json.loads(run.out)[0]["predictions"]) == 3
     assert zs("classify", str(images / "a.png"), "--labels", flat, "-k", str(MAX_K + 1)).code == 2
+
+
+def test_eval_with_repeated_leaf_names(zs: Callable, dups: str, tmp_path: Path) -> None:
+    """Predictions name a repeated leaf by its path, so eval must too: a folder named by a
+    repeated leaf name cannot say which leaf it means, and a unique one still matches."""
+    folder = tmp_path / "eval"
+    for name in ("red", "blue"):
+        (folder / name).mkdir(parents=True)
+        Image.new("RGB", (40, 30), (200, 0, 0)).save(folder / name / "1.png")
+    _one_line_error(zs("eval", str(folder), "--labels", dups), "red", "circle/red", "square/red")
+    (folder / "red" / "1.png").unlink()
+    (folder / "red").rmdir()
+    run = zs("eval", str(folder), "--labels", dups, "--json")
+    assert run.code == 0, run.err
+    assert run.json()["n"] == 1
