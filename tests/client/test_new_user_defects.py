@@ -26,6 +26,13 @@ DIM = 128
 # ``red`` is a leaf under both ``circle`` and ``square``: names alone cannot tell them apart.
 DUP_NAMES = ["circle", "square", "red", "blue", "red", "green"]
 DUP_PARENTS: list[str | int | None] = [None, None, 0, 0, 1, 1]
+README_TREE = ["circle", "square", "red circle", "blue circle", "red square", "blue square"]
+README_PARENTS = {
+    "red circle": "circle",
+    "blue circle": "circle",
+    "red square": "square",
+    "blue square": "square",
+}
 
 
 def _png(color: tuple[int, int, int]) -> bytes:
@@ -52,6 +59,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, objec
     local.import_labelset(
         "dups", _unit(len(DUP_NAMES), 1), DUP_NAMES, parents=DUP_PARENTS, model=TINY
     )
+    local.add_labelset("tree", README_TREE, parents=README_PARENTS, model=TINY)
     app = create_app(settings, LocalBackend(settings), refresh_interval_s=0.1)
     with BackgroundServer(app) as server:
         remote = Client(server.base_url, api_key=KEY)
@@ -203,3 +211,15 @@ def test_repeated_leaf_names_are_told_apart(client: Client) -> None:
     # The label names its node: it works as ``within``.
     (one,) = client.classify(embeddings=emb[:1], labelset="dups", k=1, within="square/red")
     assert [p.label for p in one.predictions] == ["square/red"]
+
+
+def test_the_readme_tree_example_works_as_written(client: Client) -> None:
+    images = [Image.new("RGB", (48, 48), (250, 0, 0))]
+    # README: c.classify(images, labelset="tree", mode="beam", within="circle", min_confidence=0.5)
+    (r,) = client.classify(
+        images, labelset="tree", mode="beam", within="circle", min_confidence=0.5
+    )
+    assert r.path is not None and r.path[0].label == "circle" and r.path[0].probability == 1.0
+    assert {p.label for p in r.predictions} <= {"circle", "red circle", "blue circle"}
+    (r,) = client.classify(images, labelset="tree", mode="beam", rank=2, within="circle")
+    assert {p.label for p in r.predictions} == {"red circle", "blue circle"}
