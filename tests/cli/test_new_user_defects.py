@@ -226,3 +226,36 @@ def test_a_non_seekable_input_is_read_whole(tmp_path: Path) -> None:
         assert image_input(fifo) == payload
     finally:
         writer.join(timeout=10)
+
+
+def _through_fifo(tmp_path: Path, payload: bytes, read: Callable[[Path], object]) -> object:
+    fifo = tmp_path / "npy-pipe"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as fh:
+            fh.write(payload)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        return read(fifo)
+    finally:
+        writer.join(timeout=10)
+
+
+def test_embeddings_from_a_pipe_are_read_whole(tmp_path: Path) -> None:
+    from zsindex.cli.files import read_npy
+
+    matrix = np.arange(6, dtype=np.float32).reshape(2, 3)
+    path = tmp_path / "m.npy"
+    np.save(path, matrix)
+    got = _through_fifo(tmp_path, path.read_bytes(), read_npy)
+    np.testing.assert_array_equal(np.asarray(got), matrix)
+
+
+def test_a_pipe_of_text_is_not_a_numpy_file(tmp_path: Path) -> None:
+    from zsindex.cli.files import read_npy
+
+    with pytest.raises(InvalidInputError, match=r"not a NumPy \.npy file"):
+        _through_fifo(tmp_path, b"hello\n", read_npy)

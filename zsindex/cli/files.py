@@ -6,6 +6,7 @@ files and ``.npy`` matrices are read here, and their errors name the file and li
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -88,9 +89,14 @@ NPY_MAGIC = b"\x93NUMPY"
 
 def read_npy(path: Path) -> np.ndarray:
     """Memory-map a ``.npy`` matrix of float16/float32/float64 (pickles are never loaded)."""
+    source: Path | io.BytesIO = path
     try:
         with open(path, "rb") as fh:
-            magic = fh.read(len(NPY_MAGIC))
+            if stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                magic = fh.read(len(NPY_MAGIC))
+            else:  # a pipe cannot be opened twice or memory-mapped: read it whole
+                source = io.BytesIO(fh.read())
+                magic = source.getvalue()[: len(NPY_MAGIC)]
     except OSError as exc:
         raise InvalidInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if magic != NPY_MAGIC:
@@ -100,7 +106,10 @@ def read_npy(path: Path) -> np.ndarray:
             "numpy.save(path, array)"
         )
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        if isinstance(source, Path):
+            arr = np.load(source, mmap_mode="r", allow_pickle=False)
+        else:
+            arr = np.load(source, allow_pickle=False)
     except (ValueError, OSError) as exc:
         text = str(exc)
         if "object" in text.lower() or "pickle" in text.lower():
