@@ -127,3 +127,18 @@ def test_identical_content_over_http_answers_unchanged(http: TestClient) -> None
     assert again["unchanged"] is True and again["version"] == 1, again
     assert {"name", "version", "num_labels", "model", "templates", "digest"} <= set(again)
     assert again["digest"] == first["digest"]
+
+
+# -- row numbers of an imported matrix count from 1 like every other position ---------------------
+
+
+def test_a_bad_embedding_row_is_numbered_from_one(client: Client) -> None:
+    import numpy as np
+
+    matrix = np.ones((3, 128), dtype=np.float32)
+    matrix[1, 5] = np.nan
+    with pytest.raises(InvalidInputError, match=r"row 2 \(index 1\) has non-finite"):
+        client.import_labelset("imp", matrix, ["a", "b", "c"], model=TINY)
+    matrix[1] = 0.0
+    with pytest.raises(InvalidInputError, match=r"row 2 \(index 1\) is all zeros"):
+        client.import_labelset("imp", matrix, ["a", "b", "c"], model=TINY)

@@ -181,18 +181,20 @@ def _current_if_same(
 
 
 def normalise_rows(matrix: np.ndarray, source: str, *, offset: int = 0) -> np.ndarray:
-    """float32 copy with unit rows; rejects non-finite values and zero rows (row numbers in
-    messages count from ``offset``)."""
+    """float32 copy with unit rows; rejects non-finite values and zero rows (messages give the
+    1-based row and its index, counted from ``offset``)."""
     # A C-ordered copy: the input may be a read-only memory map of the user's file, and a
     # transposed ([dim, N]) view would sum its norms in another order (other last bits).
     out = np.array(matrix, dtype=np.float32, copy=True, order="C")
     if not np.isfinite(out).all():
         bad = offset + int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
-        raise InvalidInputError(f"{source}: row {bad} has non-finite values (NaN or inf)")
+        raise InvalidInputError(
+            f"{source}: row {bad + 1} (index {bad}) has non-finite values (NaN or inf)"
+        )
     norms = np.linalg.norm(out, axis=1)
     if (norms == 0).any():
         bad = offset + int(np.flatnonzero(norms == 0)[0])
-        raise InvalidInputError(f"{source}: row {bad} is all zeros")
+        raise InvalidInputError(f"{source}: row {bad + 1} (index {bad}) is all zeros")
     out /= norms[:, None]
     return out
 
