@@ -187,20 +187,12 @@ def find_node(names: list[str], tree: Tree, query: str) -> int:
     return candidates[0]
 
 
-def node_paths(parents: Sequence[int]) -> list[list[int]]:
-    """Each node's path from its root down to itself, for parents in any order (-1 = root)."""
-    paths: list[list[int] | None] = [None] * len(parents)
-    for start in range(len(parents)):
-        chain = []
-        node = start
-        while node >= 0 and paths[node] is None:
-            chain.append(node)
-            node = int(parents[node])
-        prefix = paths[node] if node >= 0 else []
-        for n in reversed(chain):
-            prefix = [*(prefix or []), n]
-            paths[n] = prefix
-    return [p or [] for p in paths]
+def path_of(parents: Sequence[int], node: int) -> list[int]:
+    """``node``'s path from its root down to itself, for parents in any order (-1 = root)."""
+    path = [node]
+    while parents[path[-1]] >= 0 and len(path) <= len(parents):  # a cycle cannot loop forever
+        path.append(int(parents[path[-1]]))
+    return path[::-1]
 
 
 def unique_labels(names: Sequence[str], parents: Sequence[int]) -> list[str]:
@@ -214,9 +206,8 @@ def unique_labels(names: Sequence[str], parents: Sequence[int]) -> list[str]:
     repeated = [group for group in by_name.values() if len(group) > 1]
     if not repeated:
         return labels
-    paths = node_paths(parents)
     for group in repeated:
-        spelled = {i: tuple(names[a] for a in paths[i]) for i in group}
+        spelled = {i: tuple(names[a] for a in path_of(parents, i)) for i in group}
         todo = list(group)
         length = 1
         while todo:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from zsindex.classify.tree import node_paths, unique_labels
-from zsindex.results import ClassificationResult
+from zsindex.classify.tree import path_of, unique_labels
+from zsindex.results import ClassificationResult, LabelTree
 
 if TYPE_CHECKING:
     from zsindex.backend import Backend
@@ -46,26 +46,27 @@ class NodePaths:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self._by_version: dict[tuple[str, int], dict[str, str]] = {}
+        self._by_version: dict[tuple[str, int], tuple[LabelTree, dict[str, int]] | None] = {}
 
-    def _load(self, labelset: str, version: int) -> dict[str, str]:
+    def _load(self, labelset: str, version: int) -> tuple[LabelTree, dict[str, int]] | None:
         before = self.backend.labelset(labelset).version
         tree = self.backend.tree(labelset)
         if before != version or self.backend.labelset(labelset).version != version:
-            return {}
+            return None
         if not tree.is_tree:
-            return {}
-        paths = node_paths(tree.parents)
-        return {
-            label: " > ".join(tree.names[a] for a in paths[i])
-            for i, label in enumerate(unique_labels(tree.names, tree.parents))
-        }
+            return None
+        labels = unique_labels(tree.names, tree.parents)
+        return tree, {label: i for i, label in enumerate(labels)}
 
     def __call__(self, result: ClassificationResult, label: str) -> str:
         key = (result.labelset, result.version)
         if key not in self._by_version:
             self._by_version[key] = self._load(*key)
-        return self._by_version[key].get(label, "")
+        found = self._by_version[key]
+        if found is None or label not in found[1]:
+            return ""
+        tree, node_of = found
+        return " > ".join(tree.names[a] for a in path_of(tree.parents, node_of[label]))
 
 
 class ResultWriter:
