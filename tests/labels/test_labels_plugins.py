@@ -278,11 +278,6 @@ def test_every_builtin_lists_and_loads() -> None:
 # The example third-party package ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="examples/zsindex-plugin-example's fruit-tree names its families only as parents; a "
-    "parent must be a label of the set (issue 20, defect 2): its labels must list the families",
-)
 def test_example_plugin_package_installs_and_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

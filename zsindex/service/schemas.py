@@ -345,6 +345,7 @@ class LabelSetDetail(LabelSetSummary):
     created_at: str = ""
     current: bool = True
     index: str = ""
+    unchanged: bool = False
 
 
 class Health(BaseModel):

@@ -27,7 +27,8 @@ def fruit_tree() -> dict[str, object]:
     }
     parents = {fruit: family for family, members in families.items() for fruit in members}
     return {
-        "labels": [fruit for members in families.values() for fruit in members],
+        # Every node is a label, the families (parents) included.
+        "labels": [*families, *(fruit for members in families.values() for fruit in members)],
         "parents": parents,
         "rank_names": ["family", "fruit"],
         "templates": "photo",
