@@ -31,6 +31,10 @@ def _text_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_shipped_model_equals_open_clip_exactly() -> None:
+    from open_clip.model import CLIP
+
+    from zsindex.encoders.loading import _build
+
     encoder = load_encoder("zsindex-tiny", device="cpu")
     resolved = encoder.resolved
     assert resolved is not None
@@ -38,7 +42,11 @@ def test_shipped_model_equals_open_clip_exactly() -> None:
     assert tower is not None
     tokens, _ = encoder.tokenize_prompts(PROMPTS)
     ours = encode_prompts(None, tokens, tower=tower)
-    assert torch.equal(ours, torch.from_numpy(encoder.encode_tokens(tokens)))
+    # The reference is the model as open_clip builds it (encoders build it plain by default).
+    reference = _build(resolved, "cpu", plain=False).model
+    assert type(reference) is CLIP
+    assert torch.equal(ours, encode_prompts(reference, tokens))
+    assert torch.equal(ours, torch.from_numpy(encoder.encode_tokens(tokens)))  # the plain model
 
 
 @pytest.mark.parametrize("which", ["vitb32", "layer_scale_quick_gelu"])

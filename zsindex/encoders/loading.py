@@ -1,5 +1,10 @@
 """Building open_clip models from resolved files, with a per-process cache.
 
+A standard CLIP (the ``ViT-*`` and ``RN*`` architectures, ``zsindex-tiny``) is built with torch
+alone (:mod:`zsindex.encoders.plain_model`: the same modules, weights and preprocess, open_clip's
+numbers bit for bit, ~2-5 s less import time for a one-shot command); any other model, or one
+that does not pass that module's gate, is built by open_clip.
+
 Models are cached by ``(name, pretrained, device, weights SHA-256)``; tokenizers separately by
 name, so a caller that only needs to count tokens never builds a model.
 """
@@ -28,6 +33,7 @@ __all__ = [
     "get_tokenizer",
     "model_cache_stats",
     "resolve_device",
+    "use_plain_models",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,7 @@ _LOCK = threading.RLock()
 _MODELS: dict[tuple[str, str | None, str, str], LoadedModel] = {}
 _TOKENIZERS: dict[str, Callable[..., Any]] = {}
 _STATS = {"models_built": 0, "model_cache_hits": 0, "tokenizers_built": 0}
+_PLAIN = [True]  # see use_plain_models
 
 
 def _one_line(text: object) -> str:
@@ -116,7 +123,43 @@ def get_tokenizer(source: str) -> Callable[..., Any]:
     return built
 
 
-def _build(resolved: ResolvedModel, device: str) -> LoadedModel:
+def use_plain_models(enabled: bool) -> None:
+    """Whether models built from now on may be built with torch alone where that is exact
+    (the default) or always with open_clip (benchmarks compare the two; already cached models
+    stay as built, :func:`clear_model_cache` drops them)."""
+    _PLAIN[0] = bool(enabled)
+
+
+def _build_plain(resolved: ResolvedModel, device: str) -> LoadedModel | None:
+    """The model built with torch alone where it is a standard CLIP (see
+    :mod:`zsindex.encoders.plain_model`), else ``None``."""
+    from zsindex.encoders.plain_model import plain_model_supported, read_plain_model
+
+    if not plain_model_supported(resolved.model_cfg):
+        return None
+    built = read_plain_model(
+        resolved.model_cfg,
+        resolved.weights_path,
+        resolved.arch,
+        resolved.preprocess_overrides,
+        device,
+    )
+    if built is None:
+        return None
+    model, preprocess = built
+    return LoadedModel(
+        model=model,
+        preprocess=preprocess,
+        device=device,
+        tokenizer_factory=functools.partial(get_tokenizer, resolved.tokenizer_source),
+    )
+
+
+def _build(resolved: ResolvedModel, device: str, plain: bool | None = None) -> LoadedModel:
+    if _PLAIN[0] if plain is None else plain:
+        loaded = _build_plain(resolved, device)
+        if loaded is not None:
+            return loaded
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 

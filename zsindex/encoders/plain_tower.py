@@ -152,6 +152,15 @@ class PlainBlock(nn.Module):
         )
         self.ls_2: nn.Module = LayerScale(width) if layer_scale else nn.Identity()
 
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """open_clip's ``ResidualAttentionBlock.forward`` (self-attention): the same calls, so
+        the same kernels and the same numbers (the image towers run blocks this way)."""
+        y = self.ln_1(x)
+        mask = attn_mask.to(y.dtype) if attn_mask is not None else None
+        x = x + self.ls_1(self.attn(y, y, y, need_weights=False, attn_mask=mask)[0])
+        out: torch.Tensor = x + self.ls_2(self.mlp(self.ln_2(x)))
+        return out
+
 
 class PlainTransformer(nn.Module):
     """The blocks, under open_clip's ``transformer.resblocks`` names."""
@@ -159,6 +168,12 @@ class PlainTransformer(nn.Module):
     def __init__(self, blocks: list[PlainBlock]) -> None:
         super().__init__()
         self.resblocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """open_clip's batch-first ``Transformer.forward``."""
+        for block in self.resblocks:
+            x = block(x, attn_mask=attn_mask)
+        return x
 
     def get_cast_dtype(self) -> torch.dtype:
         return self.resblocks[0].mlp.c_fc.weight.dtype  # type: ignore[union-attr,return-value]  # nn.Module attributes are typed as Tensor | Module

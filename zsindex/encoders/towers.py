@@ -54,6 +54,10 @@ def _is_causal(mask: object, n: int) -> bool:
 
 def detect_tower(model: nn.Module) -> TrimmableTower | None:
     """The trimmable text tower of ``model``, or ``None`` when trimming would not be exact."""
+    from zsindex.encoders.plain_model import PlainCLIP
+
+    if type(model) is PlainCLIP:  # built without open_clip: its text tower is the standard one
+        return model.tower()
     from open_clip.model import CLIP, CustomTextCLIP
     from open_clip.transformer import TextTransformer
 
@@ -152,15 +156,14 @@ def encode_trimmed(tower: TrimmableTower, tokens: torch.Tensor) -> torch.Tensor:
     Mirrors ``open_clip.model.CLIP.encode_text`` / ``TextTransformer.forward`` with the positional
     embedding and causal mask sliced to ``tokens.shape[1]``.
     """
-    from open_clip.transformer import text_global_pool
-
     length = tokens.shape[1]
     cast_dtype = tower.transformer.get_cast_dtype()  # type: ignore[operator]  # open_clip's module attributes are untyped
     x = tower.token_embedding(tokens).to(cast_dtype)
     x = x + tower.positional_embedding[:length].to(cast_dtype)
     x = tower.transformer(x, attn_mask=tower.attn_mask[:length, :length])
     x = tower.ln_final(x)
-    x = text_global_pool(x, tokens, tower.pool_type, eos_token_id=tower.eos_id)
+    # open_clip's text_global_pool for argmax/eos (the only pool types detect_tower admits).
+    x = x[torch.arange(x.shape[0], device=x.device), pool_indices(tokens, tower)]
     proj = tower.text_projection
     if proj is not None:
         x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
