@@ -33,6 +33,7 @@ __all__ = [
     "ServiceLimits",
     "ServingConfig",
     "Settings",
+    "check_home",
     "network_from_env",
     "validate_device",
 ]
@@ -123,6 +124,20 @@ def _parse_list(raw: str | None) -> tuple[str, ...] | None:
     if raw is None:
         return None
     return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def check_home(home: Path) -> None:
+    """Refuse a data directory that is (or lies under) a file, before anything tries to create
+    the store in it, in one line naming the setting."""
+    node = home
+    while not node.exists() and node.parent != node:
+        node = node.parent
+    if node.exists() and not node.is_dir():
+        where = "is a file" if node == home else f"lies under the file {node}"
+        raise InvalidInputError(
+            f"ZSINDEX_HOME={home} {where}, not a folder: set ZSINDEX_HOME to a folder "
+            "(it is created if missing)"
+        )
 
 
 def validate_device(device: str) -> str:
@@ -294,6 +309,7 @@ class Settings:
             if env.get("ZSINDEX_HOME")
             else _default_home(env)
         )
+        check_home(home)
         model = env.get("ZSINDEX_MODEL") or DEFAULT_MODEL
         pretrained_raw = env.get("ZSINDEX_PRETRAINED")
         if pretrained_raw:

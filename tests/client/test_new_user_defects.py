@@ -134,11 +134,6 @@ def test_decode_data_url_variants() -> None:
         decode_data_url("data:image/png;base64,@@@", "x")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs zsindex/service/routes_classify.py _decode_base64 to call "
-    "zsindex.classify.inputs.decode_data_url for data URLs (another agent's file)",
-)
 def test_http_json_takes_data_urls(served: dict[str, object]) -> None:
     url = "data:image/png;base64," + base64.b64encode(_png((0, 200, 0))).decode()
     reply = httpx.post(f"{served['url']}/v1/classify", json={"labelset": "flat", "images": [url]})

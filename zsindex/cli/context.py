@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zsindex.config import Settings
-from zsindex.errors import InvalidInputError
+from zsindex.config import Settings, check_home
 
 if TYPE_CHECKING:
     from zsindex.catalog.registration import Progress
@@ -47,17 +45,3 @@ class CliState:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-
-def check_home(home: Path) -> None:
-    """Refuse a data directory that is (or lies under) a file, before anything tries to create
-    the store in it, in one line naming the setting."""
-    node = home
-    while not node.exists() and node.parent != node:
-        node = node.parent
-    if node.exists() and not node.is_dir():
-        where = "is a file" if node == home else f"lies under the file {node}"
-        raise InvalidInputError(
-            f"ZSINDEX_HOME={home} {where}, not a folder: set ZSINDEX_HOME to a folder "
-            "(it is created if missing)"
-        )

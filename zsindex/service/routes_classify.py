@@ -21,6 +21,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from zsindex.classify.inputs import decode_data_url, is_data_url
 from zsindex.errors import (
     ImageError,
     InvalidInputError,
@@ -76,6 +77,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _decode_base64(value: str, index: int) -> bytes:
+    if is_data_url(value):
+        return decode_data_url(value, f"images[{index}]")
     compact = "".join(value.split())
     try:
         return base64.b64decode(compact, validate=True)

@@ -118,7 +118,8 @@ class ClassifyJsonRequest(ClassifyOptions):
     images: list[str] | None = Field(
         None,
         min_length=1,
-        description="Base64-encoded image files (PNG, JPEG, …). Never paths or URLs.",
+        description="Base64-encoded image files (PNG, JPEG, …) or data:image/...;base64, URLs."
+        " Never paths or other URLs.",
     )
     embeddings: list[list[Finite]] | None = Field(
         None, min_length=1, description="L2-normalised image embeddings, one row per image."
