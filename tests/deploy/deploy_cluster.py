@@ -223,6 +223,10 @@ class Cluster:
                 replica.proc.wait(10)
             if replica.log is not None:
                 replica.log.close()
+            # pytest shows this with a failure; tmp dirs are soon rotated away on a shared host.
+            text = replica.log_path.read_text(errors="replace") if replica.log else ""
+            if "Traceback" in text:
+                print(f"--- {replica.name} logged a traceback:\n{text[-4000:]}")
         if self.proxy is not None:
             _kill_group(self.proxy.pid)
             self.proxy.wait(10)
