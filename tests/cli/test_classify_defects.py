@@ -207,3 +207,32 @@ def test_eval_with_repeated_leaf_names(zs: Callable, dups: str, tmp_path: Path) 
     run = zs("eval", str(folder), "--labels", dups, "--json")
     assert run.code == 0, run.err
     assert run.json()["n"] == 1
+
+
+def test_classify_reads_one_image_from_stdin(tmp_path: Path) -> None:
+    """``classify -`` and ``classify /dev/stdin`` (a pipe: it cannot seek back after the format
+    is sniffed) read the image whole, in a real process with a real pipe."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZSINDEX_")}
+    env.update(ZSINDEX_HOME=str(tmp_path / "home"), ZSINDEX_DEVICE="cpu", ZSINDEX_MODEL=TINY)
+    cli = [sys.executable, "-c", "from zsindex.cli.main import main; main()"]
+    add = subprocess.run(
+        [*cli, "labels", "add", "c", "--labels", "red,green,blue"], env=env, capture_output=True
+    )
+    assert add.returncode == 0, add.stderr
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (220, 10, 10)).save(buf, format="PNG")
+    for arg in ("-", "/dev/stdin"):
+        run = subprocess.run(
+            [*cli, "classify", arg, "--labels", "c", "--json"],
+            input=buf.getvalue(),
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr.decode()
+        [result] = json.loads(run.stdout)
+        assert result["image"] == arg and result["predictions"][0]["label"] == "red"

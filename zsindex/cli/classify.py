@@ -10,6 +10,7 @@ from typing import cast
 import click
 
 from zsindex.cli.context import CliState
+from zsindex.cli.files import image_input
 from zsindex.cli.output import info, print_json, print_table
 from zsindex.errors import InvalidInputError
 from zsindex.options import MAX_BEAM, MAX_K, MODES, ClassifyOptions, Mode
@@ -28,6 +29,9 @@ def iter_image_paths(paths: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
     A folder's files are named as the folder was given joined with the file's path inside it.
     """
     for given in paths:
+        if given == "-":  # one image on standard input
+            yield "-", Path("/dev/stdin")
+            continue
         path = Path(given)
         if path.is_dir():
             for child in sorted(p for p in path.rglob("*") if p.is_file()):
@@ -38,6 +42,15 @@ def iter_image_paths(paths: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
             yield given, path
         else:
             raise InvalidInputError(f"{given}: no such file or folder")
+
+
+def _image(path: Path) -> Path | bytes:
+    """A file stays a path; a pipe or device (stdin) is read whole. One that cannot be read
+    stays a path, so the pipeline reports it in that image's own result and the run goes on."""
+    try:
+        return image_input(path)
+    except InvalidInputError:
+        return path
 
 
 @click.command("classify")
@@ -95,7 +108,8 @@ def classify(
     as_json: bool,
     as_csv: bool,
 ) -> None:
-    """Classify image files or folders (recursive) against label set LABELS.
+    """Classify image files or folders (recursive) against label set LABELS; "-" reads one
+    image from standard input.
 
     An image that cannot be read is reported in its own result (the table's "error:" line, the
     JSON object's "error", the CSV row's error column) and the run goes on.
@@ -135,7 +149,7 @@ def classify(
             batch = items[start : start + CHUNK]
             for result in backend.classify(
                 labelset,
-                images=[path for _, path in batch],
+                images=[_image(path) for _, path in batch],
                 image_names=[name for name, _ in batch],
                 options=options,
                 on_error="report",
