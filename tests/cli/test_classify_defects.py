@@ -236,3 +236,33 @@ def test_classify_reads_one_image_from_stdin(tmp_path: Path) -> None:
         assert run.returncode == 0, run.stderr.decode()
         [result] = json.loads(run.stdout)
         assert result["image"] == arg and result["predictions"][0]["label"] == "red"
+
+
+def test_labels_add_reads_the_file_from_stdin(tmp_path: Path) -> None:
+    """``labels add --file -`` reads standard input; its errors name "stdin" and the line."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZSINDEX_")}
+    env.update(ZSINDEX_HOME=str(tmp_path / "home"), ZSINDEX_DEVICE="cpu", ZSINDEX_MODEL=TINY)
+    cli = [sys.executable, "-c", "from zsindex.cli.main import main; main()", "labels"]
+    tree = b"name,parent\nanimal,\ncat,animal\ndog,animal\n"
+    # A stream has no file name to tell its format from: --format says it (else text or JSON).
+    run = subprocess.run(
+        [*cli, "add", "pets", "--file", "-", "--format", "csv"],
+        input=tree,
+        env=env,
+        capture_output=True,
+    )
+    assert run.returncode == 0, run.stderr
+    shown = subprocess.run([*cli, "show", "pets"], env=env, capture_output=True, text=True)
+    assert "num_labels: 3" in shown.stdout and "depth: 2" in shown.stdout, shown.stdout
+    bad = subprocess.run(
+        [*cli, "add", "bad", "--file", "-", "--format", "csv"],
+        input=b'a,"b\n',
+        env=env,
+        capture_output=True,
+        text=False,
+    )
+    assert bad.returncode == 1 and bad.stderr.decode().startswith("error: stdin, line 1:")

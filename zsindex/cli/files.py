@@ -21,14 +21,16 @@ from zsindex.options import LabelNames, LabelSource, NodeText
 def label_file(
     path: Path, format: str | None, *, node_text: NodeText, allow_duplicates: bool
 ) -> LabelSource:
-    """``labels add --file``: the file's text with its format (given, or detected)."""
+    """``labels add --file``: the file's text with its format (given, or detected); ``-`` reads
+    standard input (the format then comes from ``--format`` or the content)."""
     from zsindex.labels.formats import detect_format, read_text_file
 
-    content = read_text_file(path)
+    stdin = str(path) == "-"
+    content = read_text_file(Path("/dev/stdin") if stdin else path)
     return LabelSource(
         content=content,
         format=format or detect_format(path, content),
-        content_name=str(path),
+        content_name="stdin" if stdin else str(path),
         node_text=node_text,
         allow_duplicates=allow_duplicates,
     )
