@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
-from zsindex.encoders.fast_tokenizer import FastTokenizer, standalone_tokenizer
 from zsindex.encoders.info import ModelInfo, model_dim, state_dict_sha256, weights_sha256
 from zsindex.encoders.loading import LoadedModel, get_loaded, get_tokenizer, resolve_device
 from zsindex.encoders.resolve import ResolvedModel
@@ -27,6 +26,8 @@ from zsindex.errors import InvalidInputError, ModelError
 
 if TYPE_CHECKING:
     import torch
+
+    from zsindex.encoders.fast_tokenizer import FastTokenizer
 
 __all__ = ["ModelHandle"]
 
@@ -224,6 +225,9 @@ class ModelHandle:
         else ``None``. Only for resolved models: a wrapped model brings its own tokenizer."""
         if self._resolved is None:
             return None
+        # Imported here: a process that only encodes images never reads the BPE tables.
+        from zsindex.encoders.fast_tokenizer import standalone_tokenizer
+
         return standalone_tokenizer(self._resolved.model_cfg, self._resolved.tokenizer_source)
 
     def tokenize_prompts(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

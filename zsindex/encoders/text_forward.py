@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zsindex.encoders.fast_tokenizer import fast_tokenizer_for
 from zsindex.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -48,6 +47,8 @@ def tokenize(
         ``(tokens [n, context] int64, truncated bool [n])``. A row is truncated when re-tokenizing
         it with one more position of context yields a non-padding token in that position.
     """
+    from zsindex.encoders.fast_tokenizer import fast_tokenizer_for  # (regex: not for images)
+
     fast = fast_tokenizer_for(tokenizer)
     if fast is not None:
         return fast.token_array(prompts)
