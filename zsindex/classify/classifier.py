@@ -89,6 +89,11 @@ class Classifier:
         if on_remove in self._on_remove:
             self._on_remove.remove(on_remove)
 
+    def held(self, name: str) -> LoadedLabelSet | None:
+        """The version held for ``name`` now, or ``None`` (never loads, never blocks on one)."""
+        entry = self._registry.get(name)
+        return entry.index if entry is not None else None
+
     def resolve(self, name: str) -> LoadedLabelSet:
         """The loaded current version of ``name`` (loaded on first use, then held)."""
         held = self._registry.get(name)

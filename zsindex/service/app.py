@@ -15,6 +15,7 @@ Background work while the app runs:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -56,11 +57,11 @@ Extensions beyond DESIGN.md: `GET /v1/labelsets/{name}/history`,
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app.state.zs
     await state.batcher.start()
-    await state.follower.start()
+    state.follower.start()
     try:
         yield
     finally:
-        await state.follower.stop()
+        await asyncio.to_thread(state.follower.stop)
         await state.batcher.stop()
         if state.owns_backend:
             state.backend.close()

@@ -117,7 +117,6 @@ def build_router(state: ServiceState) -> APIRouter:
             strict=body.strict,
             index=body.index,
         )
-        state.invalidate()
         return json_response(_info(info), status_code=201)
 
     @router.get(
@@ -139,7 +138,6 @@ def build_router(state: ServiceState) -> APIRouter:
     )
     async def delete_labelset(name: str) -> Response:
         await asyncio.to_thread(write_then_refresh, backend.delete_labelset, name)
-        state.invalidate()
         return Response(status_code=204)
 
     @router.get(
@@ -194,7 +192,6 @@ def build_router(state: ServiceState) -> APIRouter:
             embed_internal=body.embed_internal,
             index=body.index,
         )
-        state.invalidate()
         return json_response(_info(info), status_code=201)
 
     return router

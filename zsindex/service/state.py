@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -44,8 +41,6 @@ class ServiceState:
     draining: bool = False
     """Set when SIGTERM arrives: ``/readyz`` answers 503 from then on."""
     follower: Follower = field(init=False)
-    _resolved: dict[str, LoadedLabelSet] = field(default_factory=dict)
-    _generation: int = 0
     _models_ready: set[Any] = field(default_factory=set)
 
     def start_draining(self) -> None:
@@ -59,41 +54,31 @@ class ServiceState:
 
         self.follower = Follower(self)
 
-    # -- resolved label sets (event-loop thread only) ---------------------------------------------
+    # -- resolved label sets ----------------------------------------------------------------------
 
     async def resolve(self, labelset: str) -> LoadedLabelSet:
-        """``backend.resolve`` with a per-app memo, so a warm request needs no thread hop.
+        """The version of ``labelset`` this replica serves now.
 
-        The memo holds exactly what the backend resolved and is dropped after every
-        ``backend.refresh()`` and every write (:meth:`invalidate`), so it never serves a version
-        the backend itself would not; a resolve that raced with an invalidation is not stored
-        (versions never go backwards). Must be called on the event loop.
+        A held version is taken straight from the classifier's registry (no thread hop, and a
+        swap made by any thread is seen by the next request); only a load goes to a worker
+        thread. Each request resolves once, so a response never mixes versions.
         """
-        loaded = self._resolved.get(labelset)
-        if loaded is not None:
-            return loaded
-        generation = self._generation
-        loaded = await asyncio.to_thread(self.backend.resolve, labelset)
-        if generation == self._generation:
-            self._resolved[labelset] = loaded
-        return loaded
+        held = self.backend.classifier.held(labelset)
+        if held is not None:
+            return held
+        return await asyncio.to_thread(self.backend.resolve, labelset)
 
-    async def ready_model(self, loaded: LoadedLabelSet, *, background: bool = False) -> None:
-        """Load the label set's model in a worker thread on first use (never on the loop);
-        with ``background``, in a daemon thread that shutdown does not wait for."""
+    async def ready_model(self, loaded: LoadedLabelSet) -> None:
+        """Load the label set's model in a worker thread on first use (never on the loop)."""
+        if loaded.model_key not in self._models_ready:
+            await asyncio.to_thread(self.load_model, loaded)
+
+    def load_model(self, loaded: LoadedLabelSet) -> None:
+        """Load the label set's model here and now (a worker or the follower's thread)."""
         key = loaded.model_key
         if key not in self._models_ready:
-
-            def load() -> None:
-                self.backend.pipeline.encoder(loaded).load()
-
-            await (in_daemon_thread(load) if background else asyncio.to_thread(load))
+            self.backend.pipeline.encoder(loaded).load()
             self._models_ready.add(key)
-
-    def invalidate(self) -> None:
-        """Forget memoised label sets (after a refresh or a write; event-loop thread only)."""
-        self._generation += 1
-        self._resolved.clear()
 
     def prepare(
         self,
@@ -122,35 +107,6 @@ class ServiceState:
         return pipeline.prepare(
             loaded, source, name, fast_decode=fast_decode, max_pixels=max_pixels
         )
-
-
-async def in_daemon_thread(fn: Callable[[], T]) -> T:
-    """``await fn()`` run in a new daemon thread.
-
-    For background work (preloading, following the store) that a shutdown must not wait for:
-    ``asyncio.to_thread``'s pool threads are joined when the process exits, so a model or a
-    large label set still loading would hold a stopping replica for as long as it takes.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def deliver(outcome: Callable[[], None]) -> None:
-        if not future.done():
-            outcome()
-
-    def run() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:
-            report = exc
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-                loop.call_soon_threadsafe(deliver, lambda: future.set_exception(report))
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(deliver, lambda: future.set_result(result))
-
-    threading.Thread(target=run, name="zsindex-background", daemon=True).start()
-    return await future
 
 
 def _json_default(value: Any) -> Any:
