@@ -33,13 +33,13 @@ def seeded(tmp_path: Path, random_model: str) -> tuple[Path, np.ndarray, list[tu
     expected = _answers(c, "s", q)
     assert expected[0][0] == "l7"
     c.close()
-    files = list(cache_dir(Settings(home=home)).glob("*"))
+    files = list(cache_dir(Settings(home=home)).glob("*.zsic"))  # (+ its hidden stamp)
     assert len(files) == 1, files  # the first load wrote the cache
     return home, q, expected
 
 
 def _cache_file(home: Path) -> Path:
-    [f] = [p for p in cache_dir(Settings(home=home)).iterdir() if p.is_file()]
+    [f] = [p for p in cache_dir(Settings(home=home)).glob("*.zsic") if p.is_file()]
     return f
 
 

@@ -20,6 +20,16 @@ memory-mapped 2 GB matrix in about the time ``np.load`` takes to read it, and st
 bit flip, burst or foreign payload (a 2^-32 chance per chunk of missing random garbage). It is an
 integrity check against accidents, not tamper-proofing.
 
+Verified stamps (``.<file>.verified``, see :mod:`zsindex.index.cache_format`): a file written by
+:meth:`IndexCache.store` (its checksums computed from the bytes written) or fully verified by a
+load is stamped with its inode, size, mtime and ctime (ns) and the boot id. :meth:`IndexCache.load`
+of a file whose stamp still matches checks the magic, the manifest crc, digest, spec, size and
+every section's layout but does not recompute the payload crcs (2 GB take longer than
+``np.load`` reads them); any write, truncation, replacement or ``touch`` (ctime) and any reboot
+(boot id) makes it verify everything again. Not covered until the next full check: bytes that
+change without the file system noticing (silent media corruption within one boot, or a forged
+stamp); :meth:`IndexCache.verify` (``db check --strict``) never trusts stamps.
+
 Writes are atomic: a temp file in the same directory, fsync, ``os.replace``, fsync of the
 directory. Temp files of dead writers (or older than an hour) are removed by :meth:`cleanup`.
 Loaded matrices are memory-mapped read-only by default (no copy; pages are shared between
@@ -60,9 +70,12 @@ from zsindex.index.cache_format import (
     fsync_dir,
     pid_alive,
     read_manifest,
+    remove_stamp,
     section,
     slug,
+    stamp_matches,
     unlink_if_same,
+    write_stamp,
 )
 from zsindex.index.types import IndexSpec, SearchIndex
 
@@ -195,6 +208,7 @@ class IndexCache:
             tmp.unlink(missing_ok=True)
             raise
         fsync_dir(self.directory)
+        write_stamp(final, os.stat(final))  # its checksums were computed from these bytes
         log.info("index cache stored %s (%d bytes)", final.name, manifest_size)
         return final
 
@@ -227,12 +241,13 @@ class IndexCache:
         path = self.path_for(digest, canonical)
         seen: dict[str, int] = {}
         try:
-            return self._load(path, digest, canonical, seen=seen)
+            return self._load(path, digest, canonical, seen=seen, trust_stamp=True)
         except FileNotFoundError:
             log.info("index cache miss for %s %s: no file", digest, canonical)
         except CacheError as exc:
             log.warning("index cache %s rejected, rebuilding: %s", path.name, exc)
             unlink_if_same(path, seen)
+            remove_stamp(path)
         return None
 
     def remove(self, digest: str, spec: str | IndexSpec) -> bool:
@@ -240,6 +255,7 @@ class IndexCache:
         path = self.path_for(digest, spec)
         existed = path.exists()
         path.unlink(missing_ok=True)
+        remove_stamp(path)
         return existed
 
     def prune(self, keep_digests: set[str] | frozenset[str]) -> list[Path]:
@@ -260,6 +276,7 @@ class IndexCache:
                 keep = False
             if not keep:
                 path.unlink(missing_ok=True)
+                remove_stamp(path)
                 removed.append(path)
         return removed
 
@@ -287,10 +304,14 @@ class IndexCache:
         *,
         build: bool = True,
         seen: dict[str, int] | None = None,
+        trust_stamp: bool = False,
     ) -> LoadedIndex | None:
         with open(path, "rb") as fh:
             stat = os.fstat(fh.fileno())
             size = stat.st_size
+            # Checked in this boot and not written since: the layout is checked, the payload
+            # checksums are not recomputed (see cache_format's stamps).
+            verified = trust_stamp and stamp_matches(path, stat)
             if seen is not None:
                 seen.update(dev=stat.st_dev, ino=stat.st_ino)
             manifest, data_start = read_manifest(fh, size)
@@ -309,8 +330,11 @@ class IndexCache:
                     raise CacheError("short read")
         view = memoryview(buf)
         arrays = {
-            name: section(view, data_start, name, sec) for name, sec in manifest["sections"].items()
+            name: section(view, data_start, name, sec, verify=not verified)
+            for name, sec in manifest["sections"].items()
         }
+        if trust_stamp and not verified:
+            write_stamp(path, stat)  # every checksum matched: the next start may skip them
         if not build:
             return None
         from zsindex.index.build import restore_index

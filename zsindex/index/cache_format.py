@@ -94,7 +94,9 @@ def read_manifest(fh: Any, size: int) -> tuple[dict[str, Any], int]:
     return manifest, -(-(PREFIX.size + hlen) // ALIGN) * ALIGN
 
 
-def section(view: memoryview, data_start: int, name: str, sec: dict[str, Any]) -> np.ndarray:
+def section(
+    view: memoryview, data_start: int, name: str, sec: dict[str, Any], *, verify: bool = True
+) -> np.ndarray:
     try:
         start = data_start + int(sec["offset"])
         nbytes = int(sec["nbytes"])
@@ -108,7 +110,7 @@ def section(view: memoryview, data_start: int, name: str, sec: dict[str, Any]) -
     if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != nbytes:
         raise CacheError(f"section {name!r}: shape/dtype do not match its length")
     part = view[start : start + nbytes]
-    if crc_chunks(part) != crcs:
+    if verify and crc_chunks(part) != crcs:
         raise CacheError(f"section {name!r}: checksum mismatch (corrupt payload)")
     arr = np.frombuffer(part, dtype=dtype) if nbytes else np.empty(0, dtype=dtype)
     arr.flags.writeable = False
@@ -148,3 +150,58 @@ def fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# -- verified stamps -------------------------------------------------------------------------
+# A file whose every checksum was verified (or whose bytes were written from checksummed memory)
+# gets a sidecar stamp: its inode, size, mtime and ctime (ns) and the boot it was verified in.
+# Any write, truncation, rename-over or ``touch`` changes ctime, and a reboot changes the boot
+# id, so a matching stamp means "these bytes were verified in this boot and not written since".
+
+
+def stamp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.verified")
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def file_stamp(stat: os.stat_result) -> dict[str, Any]:
+    boot = _boot_id()
+    return {
+        "dev": stat.st_dev,
+        "ino": stat.st_ino,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "boot": boot or None,  # no boot id (not Linux): never matches, always verify
+    }
+
+
+def stamp_matches(path: Path, stat: os.stat_result) -> bool:
+    """Whether ``path`` (as ``stat`` finds it) was verified in this boot and not changed since."""
+    try:
+        stamp = json.loads(stamp_path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    now = file_stamp(stat)
+    return bool(now["boot"]) and stamp == now
+
+
+def write_stamp(path: Path, stat: os.stat_result) -> None:
+    """Record ``path`` as verified (best effort: a missing stamp only costs a full check)."""
+    target = stamp_path(path)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(file_stamp(stat)))
+        os.replace(tmp, target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_stamp(path: Path) -> None:
+    stamp_path(path).unlink(missing_ok=True)
