@@ -134,10 +134,16 @@ def _logit_flags(model_cfg: Mapping[str, Any]) -> dict[str, bool]:
 
 
 def build_plain_model(
-    model_cfg: Mapping[str, Any], state: Mapping[str, torch.Tensor], device: str = "cpu"
+    model_cfg: Mapping[str, Any],
+    state: Mapping[str, torch.Tensor],
+    device: str = "cpu",
+    *,
+    consume: bool = False,
 ) -> PlainCLIP | None:
     """The model of ``model_cfg`` with the weights of ``state`` (float32, eval mode, on
-    ``device``; no preprocess set), or ``None`` when either is not the standard kind."""
+    ``device``; no preprocess set), or ``None`` when either is not the standard kind. With
+    ``consume`` (``state`` a dict handed over), entries leave ``state`` as they are taken, so
+    the checkpoint is not held twice while it is copied (600 MB for a ViT-B-32)."""
     cfgs = _configs(model_cfg)
     if cfgs is None:
         return None
@@ -159,12 +165,14 @@ def build_plain_model(
         tuple(state[k].shape) != tuple(v.shape) for k, v in expected.items()
     ):
         return None  # open_clip's loader converts, resizes or reports
-    given = {k: _own(state[k].to(v.dtype)) for k, v in expected.items()}
+    given: dict[str, torch.Tensor] = {}
+    for key, value in expected.items():
+        tensor = state.pop(key) if consume and isinstance(state, dict) else state[key]
+        given[key] = _own(tensor.to(value.dtype))
+        del tensor
     model.load_state_dict(given, strict=True, assign=True)
-    n = model.context_length
+    n = model.context_length  # the one non-persistent buffer: not in any checkpoint
     model.register_buffer("attn_mask", torch.full((n, n), float("-inf")).triu(1), persistent=False)
-    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
-        return None  # a tensor this module does not know how to fill
     model.to(device)
     model.eval()
     return model
@@ -190,13 +198,16 @@ def read_plain_model(
     decide the preprocessing as they do for ``open_clip.create_model``."""
     if not plain_model_supported(model_cfg):
         return None
+    from zsindex.encoders.aligned_safetensors import read_aligned
     from zsindex.encoders.weights import read_state_dict
 
-    try:
-        state = read_state_dict(weights_path)
-    except Exception:  # e.g. ModelError: open_clip's path reports it in its own words
-        return None
-    model = build_plain_model(model_cfg, state, device)
+    state = read_aligned(weights_path) if weights_path.suffix.lower() == ".safetensors" else None
+    if state is None:
+        try:
+            state = read_state_dict(weights_path)
+        except Exception:  # e.g. ModelError: open_clip's path reports it in its own words
+            return None
+    model = build_plain_model(model_cfg, state, device, consume=True)
     del state
     if model is None:
         return None
