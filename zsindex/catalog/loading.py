@@ -47,6 +47,11 @@ _writes: dict[str, threading.Thread] = {}
 _writes_lock = threading.Lock()
 
 
+PARALLEL_LABELS = 50_000
+"""From this many labels, names and matrix are read side by side (below, one after the other:
+a new thread costs a small set's propagation more than the overlap saves)."""
+
+
 def cache_dir(settings: Settings) -> Path:
     return settings.cache_dir / "index"
 
@@ -162,10 +167,14 @@ def load_from_sql(store: Store, record: VersionRecord) -> LoadedLabelSet:
     their own while the matrix comes in (each on its own connections)."""
     from zsindex.index import ExactIndex
 
-    with ThreadPoolExecutor(1, thread_name_prefix="zsindex-labels") as pool:
-        labels = pool.submit(store.load_labels, record.version_id)
+    if record.num_labels < PARALLEL_LABELS:  # a thread would cost more than it saves
+        columns = store.load_labels(record.version_id)
         matrix = store.load_embeddings(record.version_id)
-        columns = labels.result()
+    else:
+        with ThreadPoolExecutor(1, thread_name_prefix="zsindex-labels") as pool:
+            labels = pool.submit(store.load_labels, record.version_id)
+            matrix = store.load_embeddings(record.version_id)
+            columns = labels.result()
     if len(columns) != len(matrix):
         raise NotFoundError(
             f"label set {record.labelset!r} version {record.version}: {len(columns)} labels but "
