@@ -17,6 +17,7 @@ and across runs; the script fails otherwise. Medians and the ratio are printed::
 
     .venv/bin/python benchmarks/bench_one_image.py                  # zsindex-tiny, 7 rounds
     .venv/bin/python benchmarks/bench_one_image.py --rounds 9 --model local-dir:/path/to/clip
+    .venv/bin/python benchmarks/bench_one_image.py --model ViT-B-32 --pretrained weights.safetensors
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7, help="runs of each path (after warm-up)")
     parser.add_argument("--model", default="zsindex-tiny", help="model of the label set")
+    parser.add_argument("--pretrained", help="its pretrained tag or weights file")
     parser.add_argument("--image", type=Path, help="image to classify (default: a drawn PNG)")
     args = parser.parse_args()
 
@@ -105,6 +107,9 @@ def main() -> None:
     try:
         env = {**os.environ, "ZSINDEX_HOME": str(tmp / "home"), "ZSINDEX_MODEL": args.model}
         env.pop("ZSINDEX_DATABASE_URL", None)
+        env.pop("ZSINDEX_PRETRAINED", None)
+        if args.pretrained:
+            env["ZSINDEX_PRETRAINED"] = args.pretrained
         image = args.image or tmp / "one.png"
         if args.image is None:
             make_image(image)
