@@ -93,3 +93,15 @@ def test_tree_cold_and_warm_agree(
 
 def test_wait_for_cache_writes_with_nothing_pending() -> None:
     assert loading.wait_for_cache_writes() is True
+
+
+def test_a_small_set_is_never_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below CACHE_MIN_BYTES a load reads the store every time and writes no cache file."""
+    monkeypatch.setattr(loading, "CACHE_MIN_BYTES", 16 * 2**20)
+    home = tmp_path / "home"
+    with Client.local(home=home, device="cpu") as client:
+        rows = np.eye(4, 128, dtype=np.float32)
+        client.import_labelset("small", rows, ["a", "b", "c", "d"], model="zsindex-tiny")
+        [result] = client.classify(embeddings=rows[:1], labelset="small", k=1)
+        assert result.predictions[0].label == "a"
+    assert not list(home.rglob("*.zsic"))

@@ -47,6 +47,10 @@ _writes: dict[str, threading.Thread] = {}
 _writes_lock = threading.Lock()
 
 
+CACHE_MIN_BYTES = 16 * 2**20
+"""Smaller matrices are read from the store every time: a few milliseconds, where writing the
+local cache (a file, two fsyncs, a stamp) would cost a new version's propagation more."""
+
 PARALLEL_LABELS = 50_000
 """From this many labels, names and matrix are read side by side (below, one after the other:
 a new thread costs a small set's propagation more than the overlap saves)."""
@@ -90,6 +94,8 @@ def _load_exact(store: Store, name: str, settings: Settings) -> LoadedLabelSet:
     from zsindex.index import IndexCache
 
     record = store.current(name)
+    if record.num_labels * record.dim * np.dtype(record.dtype).itemsize < CACHE_MIN_BYTES:
+        return load_from_sql(store, record)
     cache = IndexCache(cache_dir(settings))
     hit = cache.load(_cache_key(record), INDEX_SPEC)
     if hit is not None and hit.meta.get("format") == CACHE_FORMAT:
