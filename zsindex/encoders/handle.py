@@ -136,7 +136,8 @@ class ModelHandle:
 
     @property
     def model(self) -> torch.nn.Module:
-        """The open_clip model (loads it)."""
+        """The model (loads it): open_clip's, or for a standard CLIP the same modules and
+        weights built without open_clip (:class:`~zsindex.encoders.plain_model.PlainCLIP`)."""
         return self._get_loaded().model
 
     @property
