@@ -68,7 +68,7 @@ def test_proxy_sends_nothing_to_a_loading_replica(cluster: Cluster) -> None:
     with ClassifyLoad(cluster.url, name) as load:
         cluster.sigterm(victim)
         assert cluster.wait_exit(victim, DRAIN_S + SHUTDOWN_S + 10) == 0
-        shutil.rmtree(cluster.replicas[victim].home)
+        shutil.rmtree(cluster.replicas[victim].home, ignore_errors=True)  # may hold no cache
         with engine.connect() as conn:
             conn.execute(text("LOCK TABLE labels, embedding_chunks IN ACCESS EXCLUSIVE MODE"))
             cluster.start_replica(victim)
