@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from zsindex.errors import InvalidInputError
+from zsindex.options import ClassifyOptions, check_fits
 
 if TYPE_CHECKING:
+    from zsindex.classify.tree import Tree
     from zsindex.client import Client
+    from zsindex.results import LabelTree
 
 BATCH = 256
 """Files per classify call (the pipeline overlaps decoding with the forwards inside a call)."""
@@ -26,11 +30,14 @@ def _norm(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold().replace("_", " ").strip()
 
 
-def match_folders(folders: list[str], labels: list[str]) -> dict[str, str]:
+def match_folders(
+    folders: list[str], labels: list[str], what: str = "label of the label set"
+) -> dict[str, str]:
     """Map each class folder to a label name: exact, else ignoring case and ``_`` vs space.
 
     Raises:
-        InvalidInputError: some folders match no label (all of them are listed).
+        InvalidInputError: some folders match no label (all of them are listed, and a few of
+            the names they could be).
     """
     exact = set(labels)
     by_norm: dict[str, str] = {}
@@ -46,49 +53,101 @@ def match_folders(folders: list[str], labels: list[str]) -> dict[str, str]:
         else:
             unmatched.append(folder)
     if unmatched:
+        some = ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else "")
         raise InvalidInputError(
-            f"{len(unmatched)} class folder(s) match no label of the label set: "
+            f"{len(unmatched)} class folder(s) match no {what}: "
             + ", ".join(sorted(unmatched)[:20])
             + (" ..." if len(unmatched) > 20 else "")
-            + " (rename the folders to label names)"
+            + (f" (rename them to valid names, e.g. {some})" if some else " (there is none)")
         )
     return mapping
 
 
-def _folder_labels(folders: list[str], client: Client, labelset: str) -> dict[str, str]:
-    """Each class folder's label as predictions spell it. A leaf whose name is repeated is
+def _bfs(tree: LabelTree) -> tuple[np.ndarray, Tree]:
+    """The tree in the BFS rows classification uses: (original row of each BFS row, tree)."""
+    from zsindex.classify.tree import Tree, bfs_order
+
+    parents = np.asarray(tree.parents, dtype=np.int64)
+    order = bfs_order(parents)
+    row_of = np.empty(len(order), dtype=np.int64)
+    row_of[order] = np.arange(len(order))
+    moved = parents[order]
+    bfs_parents = np.where(moved >= 0, row_of[np.maximum(moved, 0)], -1)
+    return order, Tree.from_bfs_parents(bfs_parents, tuple(tree.rank_names))
+
+
+def answer_rows(tree: LabelTree, options: ClassifyOptions) -> tuple[list[int], str]:
+    """The rows a prediction under ``options`` can name, with how to call them in messages:
+    the leaves (flat mode, or a tree mode without a rank), or the nodes at the rank (and the
+    leaves above it, which are their own answer there), inside ``within`` when given. Rank
+    and ``within`` follow the rules and messages of classification itself."""
+    from zsindex.classify.engine import resolve_target
+    from zsindex.classify.hierarchy import rank_candidates
+
+    order, bfs = _bfs(tree)
+    within, depth = resolve_target(bfs, [tree.names[i] for i in order], options)
+    ids = rank_candidates(bfs, depth or bfs.max_depth, within)
+    under = f" under {options.within!r}" if options.within is not None else ""
+    if options.mode == "flat" or options.rank is None:
+        what = f"leaf{under} of the label set"
+    else:
+        what = f"node at rank {bfs.rank_name(depth)}{under} of the label set"
+    return sorted(int(order[i]) for i in ids), what
+
+
+def _folder_labels(
+    folders: list[str], client: Client, labelset: str, options: ClassifyOptions
+) -> dict[str, str]:
+    """Each class folder's label as predictions spell it. A node whose name is repeated is
     predicted as its path (``circle/red``), which a folder name cannot be: such a folder is an
-    error naming the leaves it could mean."""
+    error naming the nodes it could mean."""
     from zsindex.classify.tree import unique_labels
 
     tree = client.tree(labelset)
+    check_fits(options, labelset, is_tree=tree.is_tree)
     labels = unique_labels(tree.names, tree.parents)
+    if tree.is_tree:
+        rows, what = answer_rows(tree, options)
+    else:
+        rows, what = tree.leaves(), "label of the label set"
     by_name: dict[str, list[str]] = {}
-    for i in tree.leaves():
+    for i in rows:
         by_name.setdefault(tree.names[i], []).append(labels[i])
-    mapping = match_folders(folders, list(by_name))
+    mapping = match_folders(folders, list(by_name), what)
     for folder, name in sorted(mapping.items()):
         if len(by_name[name]) > 1:
             raise InvalidInputError(
-                f"class folder {folder!r} matches {len(by_name[name])} leaves "
+                f"class folder {folder!r} matches {len(by_name[name])} "
+                f"{'leaves' if what.startswith('leaf') else 'nodes'} "
                 f"({', '.join(by_name[name][:5])}): a folder can name only one; rename the "
-                "leaves or evaluate on a label set where the name is unique"
+                "nodes or evaluate on a label set where the name is unique"
             )
     return {folder: by_name[name][0] for folder, name in mapping.items()}
 
 
-def evaluate_folder(client: Client, directory: Path, labelset: str) -> dict[str, Any]:
+def evaluate_folder(
+    client: Client,
+    directory: Path,
+    labelset: str,
+    options: ClassifyOptions | None = None,
+) -> dict[str, Any]:
     """Top-1, top-5 and mean per-class recall over the classes present in ``directory``.
+
+    By default the class folders are named after leaves and images are classified flat. With
+    ``options`` in a tree mode (``beam``, ``marginal``, ``chils``) and a ``rank``, the folders
+    are named after the nodes at that rank, and an image is correct when the node predicted at
+    that rank is its folder's; ``within`` restricts both to a subtree. ``k`` is always 5.
 
     Files that cannot be classified (unreadable, not an image) are not counted in ``n``: they
     are counted in ``errors`` and the first few are listed in ``error_samples``.
     """
+    options = replace(options or ClassifyOptions(), k=5).check()
     folders = sorted(
         p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")
     )
     if not folders:
         raise InvalidInputError(f"{directory}: no class sub-folders (ImageFolder layout expected)")
-    mapping = _folder_labels(folders, client, labelset)
+    mapping = _folder_labels(folders, client, labelset, options)
     items: list[tuple[Path, str]] = []
     for folder in folders:
         for path in sorted(p for p in (directory / folder).rglob("*") if p.is_file()):
@@ -105,7 +164,7 @@ def evaluate_folder(client: Client, directory: Path, labelset: str) -> dict[str,
     for start in range(0, len(items), BATCH):
         batch = items[start : start + BATCH]
         results = client.classify(
-            [path for path, _ in batch], labelset=labelset, k=5, on_error="report"
+            [path for path, _ in batch], labelset=labelset, options=options, on_error="report"
         )
         for (_, truth), result in zip(batch, results, strict=True):
             version = result.version
@@ -114,9 +173,9 @@ def evaluate_folder(client: Client, directory: Path, labelset: str) -> dict[str,
                 continue
             labels = [p.label for p in result.predictions]
             truths.append(truth)
-            hits1.append(labels[0] == truth)
+            hits1.append(bool(labels) and labels[0] == truth)
             hits5.append(truth in labels[:5])
-            if labels[0] != truth:
+            if labels and labels[0] != truth:
                 confusions[(truth, labels[0])] += 1
     if not truths:
         raise InvalidInputError(
@@ -135,6 +194,9 @@ def evaluate_folder(client: Client, directory: Path, labelset: str) -> dict[str,
         "error_samples": errors[:10],
         "labelset": labelset,
         "version": version,
+        "mode": options.mode,
+        "rank": options.rank,
+        "within": options.within,
         "confusions": [
             {"true": t, "predicted": p, "count": c} for (t, p), c in confusions.most_common(10)
         ],

@@ -48,7 +48,14 @@ def _resolve(loaded: LoadedLabelSet, opts: ClassifyOptions) -> tuple[int | None,
     check_fits(opts, loaded.name, is_tree=tree is not None)
     if tree is None:
         return None, 0
-    within = find_node(loaded.names, tree, opts.within) if opts.within is not None else None
+    return resolve_target(tree, loaded.names, opts)
+
+
+def resolve_target(tree: Tree, names: list[str], opts: ClassifyOptions) -> tuple[int | None, int]:
+    """(the ``within`` node or ``None``, the depth tree modes stop at; 0 in flat mode) of a
+    tree whose node ids are BFS rows named ``names``: the rules and messages of every entry
+    point, and of ``zsindex eval``'s folder check."""
+    within = find_node(names, tree, opts.within) if opts.within is not None else None
     if opts.mode == "flat":
         return within, 0
     depth = tree.resolve_rank(opts.rank)

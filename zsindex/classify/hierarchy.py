@@ -209,6 +209,22 @@ def _leaf_levels(tree: Tree, within: int | None) -> list[tuple[int, np.ndarray |
     return out
 
 
+def shallow_leaves(tree: Tree, depth: int, within: int | None) -> np.ndarray:
+    """Leaves above ``depth`` (inside ``within``): each is its own answer at that depth."""
+    return np.concatenate(
+        [np.asarray(ids) for d, ids in _leaf_levels(tree, within) if d < depth]
+        or [np.empty(0, np.int64)]
+    ).astype(np.int64)
+
+
+def rank_candidates(tree: Tree, depth: int, within: int | None = None) -> np.ndarray:
+    """Every node a tree mode can answer at ``depth``: the leaves above it, then the nodes at
+    it (inside ``within``). At the deepest level these are the leaves that flat mode ranks."""
+    span = tree.level(depth) if within is None else tree.descendant_range(within, depth)
+    shallow = shallow_leaves(tree, depth, within)
+    return np.concatenate([shallow, np.arange(span.start, span.stop)]).astype(np.int64)
+
+
 def rank_marginals(
     loaded: LoadedLabelSet,
     emb: np.ndarray,
@@ -230,10 +246,8 @@ def rank_marginals(
     nq = len(emb)
     span = tree.level(depth) if within is None else tree.descendant_range(within, depth)
     levels = _leaf_levels(tree, within)
-    shallow = np.concatenate(
-        [np.asarray(ids) for d, ids in levels if d < depth] or [np.empty(0, np.int64)]
-    ).astype(np.int64)
-    candidates = np.concatenate([shallow, np.arange(span.start, span.stop)]).astype(np.int64)
+    shallow = shallow_leaves(tree, depth, within)
+    candidates = rank_candidates(tree, depth, within)
     mass = np.zeros((nq, len(candidates)), dtype=np.float64)
     total = np.zeros(nq, dtype=np.float64)
     # A running maximum per query keeps exp() in float32 without overflow or underflow (the

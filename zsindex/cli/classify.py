@@ -169,13 +169,43 @@ def classify(
 @click.option(
     "--labels", "labelset", required=True, help="Label set whose names match the folders."
 )
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="flat",
+    show_default=True,
+    help="flat (leaves), beam, marginal or chils (trees): how images are classified.",
+)
+@click.option(
+    "--rank",
+    help="Tree modes: the folders name nodes at this named rank or depth (default: leaves).",
+)
+@click.option("--beam", type=click.IntRange(1, MAX_BEAM), help="Nodes kept per level (beam mode).")
+@click.option("--within", help="Only this node's subtree (name or a/b/c path; trees).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def eval_command(state: CliState, directory: Path, labelset: str, as_json: bool) -> None:
-    """Zero-shot accuracy on DIRECTORY in ImageFolder layout (one sub-folder per class)."""
+def eval_command(
+    state: CliState,
+    directory: Path,
+    labelset: str,
+    mode: str,
+    rank: str | None,
+    beam: int | None,
+    within: str | None,
+    as_json: bool,
+) -> None:
+    """Zero-shot accuracy on DIRECTORY in ImageFolder layout (one sub-folder per class).
+
+    The folders are named after leaves (flat mode, or a tree mode without --rank). With
+    --mode beam|marginal|chils --rank R they are named after the tree's nodes at rank R (a leaf
+    above R counts as a node there), and an image is correct when the node predicted at rank
+    R is its folder's. --within NODE evaluates inside NODE's subtree. Reported: top-1, top-5,
+    mean per-class recall, the number of images and of files that could not be classified.
+    """
     from zsindex.evaluate import evaluate_folder
 
-    report = evaluate_folder(state.client(), directory, labelset)
+    options = ClassifyOptions(mode=cast(Mode, mode), rank=rank, beam=beam, within=within).check()
+    report = evaluate_folder(state.client(), directory, labelset, options)
     if as_json:
         print_json(report)
         return
