@@ -1,7 +1,9 @@
 """I1–I3 over HTTP: bombs → 413 before decoding, truncated/corrupt → 422, other formats → 415.
 
-Over the real ``LocalBackend`` (production loader :mod:`zsindex.encoders.images`, real
-``zsindex-tiny`` forwards); ``test_service_shared`` repeats the key cases through both clients.
+These are the answers of ``on_error=raise``; without it each bad image is reported in its own
+200 result with the same code (``test_service_image_errors``). Over the real ``LocalBackend``
+(production loader :mod:`zsindex.encoders.images`, real ``zsindex-tiny`` forwards);
+``test_service_shared`` repeats the key cases through both clients.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def forged_jpeg(width: int = 60000, height: int = 60000) -> bytes:
 def _post(tc: TestClient, payload: bytes, name: str = "x.png"):
     return tc.post(
         "/v1/classify",
-        data={"labelset": "colors"},
+        data={"labelset": "colors", "on_error": "raise"},
         files=[("images", (name, payload, "application/octet-stream"))],
     )
 
@@ -122,11 +124,11 @@ def test_empty_upload_is_422(client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["code"] == "bad_image"
 
 
-def test_one_bad_image_fails_the_request_cleanly(client: TestClient) -> None:
+def test_one_bad_image_fails_the_request_cleanly_when_asked_to_raise(client: TestClient) -> None:
     files = [
         ("images", ("ok.png", png_bytes(), "image/png")),
         ("images", ("bomb.png", png_bomb(), "image/png")),
     ]
-    r = client.post("/v1/classify", data={"labelset": "colors"}, files=files)
+    r = client.post("/v1/classify", data={"labelset": "colors", "on_error": "raise"}, files=files)
     assert r.status_code == 413
     assert "bomb.png" in r.json()["message"]

@@ -57,7 +57,8 @@ class Job:
     """One request's model work: prepared images to encode, or precomputed embeddings.
 
     ``image_names`` names every image of the request; ``errors`` holds the ones that could not
-    be prepared (``on_error="report"``), and ``images`` the model inputs of the others, in order.
+    be prepared (each is answered with its own error result), and ``images`` the model inputs of
+    the others, in order.
     """
 
     loaded: Any

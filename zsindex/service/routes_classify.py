@@ -1,9 +1,15 @@
 """``POST /v1/classify``: multipart uploads, base64 JSON images, or precomputed embeddings.
 
 Order of work, so the excess is refused cheaply: concurrency slot (503 at once when full) → body
-(capped while streaming) → image count (413) → per image: format from magic bytes (415) and
-pixel count from the header (413) before decoding, then decoding (422) → the label set resolved
-once (one version per response) → model work through the micro-batcher → one JSON list.
+(capped while streaming) → image count (413) → the label set resolved once (one version per
+response) → per image: format from magic bytes, pixel count from the header before decoding,
+then decoding → model work through the micro-batcher → one JSON list.
+
+An image that cannot be read (unsupported format, too many pixels, corrupt) gets its own result
+with ``error`` and ``error_code`` and no predictions, and the others are classified (the
+design's rule, as ``zsindex classify`` does); ``on_error=raise`` answers the first such image's
+415/413/422 instead. What is wrong with the request itself (body, image count, options, label
+set, base64 that does not decode) is always a 4xx.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from zsindex.classify.engine import check_options
 from zsindex.classify.inputs import decode_data_url, is_data_url
 from zsindex.errors import (
     ImageError,
@@ -68,9 +75,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, text in {
         401: "Missing or invalid API key",
         404: "Unknown label set or node",
-        413: "Body, image count or image pixels over the limit",
-        415: "Unsupported content type or image format",
-        422: "Invalid input or undecodable image",
+        413: "Body or image count over the limit (an image's pixels: with on_error=raise)",
+        415: "Unsupported content type (an image's format: with on_error=raise)",
+        422: "Invalid input (an undecodable image: with on_error=raise)",
         503: "Overloaded, timed out, or store unavailable",
     }.items()
 }
@@ -139,6 +146,13 @@ async def _read_multipart(
     return options, uploads
 
 
+def reports_image_errors(options: ClassifyOptions) -> bool:
+    """Whether an unreadable image becomes its own result: unless the request asks for
+    ``on_error=raise``. A request that leaves ``on_error`` out reports, whatever default the
+    request schema states, so the design's rule holds for every client that does not say."""
+    return options.on_error != "raise" or "on_error" not in options.model_fields_set
+
+
 def _check_count(n: int, limit: int, what: str, env: str) -> None:
     if n > limit:
         raise PayloadTooLargeError(f"too many {what}: {n} > {limit} per request ({env})")
@@ -201,9 +215,12 @@ async def _parse(
     )
     loaded = await state.resolve(options.labelset)
     note.labelset, note.labelset_known = loaded.name, True  # the stored spelling: one series
+    # Options the label set cannot take fail the request before any image is read, as in
+    # process: otherwise a request whose images all fail would never reach the scoring check.
+    check_options(loaded, opts)
     await state.ready_model(loaded)
     fast = bool(opts.fast_decode)
-    report = options.on_error == "report"
+    report = reports_image_errors(options)
     errors: dict[int, ImageError] = {}
 
     # Each image becomes the model's input right after it is decoded (the pipeline's prepare
@@ -243,7 +260,7 @@ async def _parse(
 
 
 _FAILED = object()
-"""Stands for an image that could not be prepared (``on_error="report"``)."""
+"""Stands for an image that could not be prepared (reported in its own result)."""
 
 
 async def _classify(
