@@ -74,6 +74,8 @@ class LocalBackend:
             self.catalog.load,
             lambda: dict(self.store.current_version_keys()),
             lambda loaded: version_key(loaded.record),
+            load_version=self.catalog.load_version,
+            version_keys=lambda names: self.store.version_keys(names),
         )
 
     @cached_property
@@ -86,12 +88,24 @@ class LocalBackend:
 
     @property
     def store(self) -> Store:
-        """The store, opened on first use."""
+        """The store, opened on first use; reading never creates one (see :meth:`open_store`)."""
+        return self.open_store(create=False)
+
+    def open_store(self, *, create: bool) -> Store:
+        """Open the store once. Only with ``create`` (a write, or a server that will take
+        writes) may a missing SQLite file (and its folder) be created; without it that is a
+        :class:`~zsindex.errors.NotFoundError` naming the path. An existing database without
+        zsindex's tables gets them either way (nothing new appears on disk).
+        """
         with self._store_lock:
             if self._store is None:
+                from zsindex.store.engine import require_existing_sqlite
                 from zsindex.store.repository import Store
 
-                self._store = Store(self.settings.resolved_database_url)
+                url = self.settings.resolved_database_url
+                if not create:
+                    require_existing_sqlite(url)
+                self._store = Store(url)
             return self._store
 
     def close(self) -> None:
@@ -116,6 +130,7 @@ class LocalBackend:
     ) -> LabelSetInfo:
         from zsindex.catalog.convert import version_info
 
+        self.open_store(create=True)  # a write may create the store
         record = self.catalog.add(
             name,
             source,
@@ -141,6 +156,7 @@ class LocalBackend:
     ) -> LabelSetInfo:
         from zsindex.catalog.convert import version_info
 
+        self.open_store(create=True)  # a write may create the store
         record = self.catalog.import_(
             name,
             embeddings,
@@ -161,7 +177,7 @@ class LocalBackend:
     def labelset(self, name: str) -> LabelSetInfo:
         from zsindex.catalog.convert import version_info
 
-        return version_info(self.catalog.current(name))
+        return version_info(self.catalog.version_of(name))
 
     def history(self, name: str) -> list[LabelSetInfo]:
         from zsindex.catalog.convert import version_info
@@ -171,6 +187,14 @@ class LocalBackend:
     def delete_labelset(self, name: str) -> None:
         self.catalog.delete(name)
         self.classifier.forget(name)
+        self.classifier.unpin(name)
+
+    def rollback(self, name: str, version: int) -> LabelSetInfo:
+        from zsindex.catalog.convert import version_info
+
+        record = self.catalog.rollback(name, version)
+        self.classifier.forget(name)
+        return version_info(record)
 
     def embeddings(self, name: str) -> tuple[list[str], np.ndarray]:
         return self.catalog.embeddings(name)
@@ -214,7 +238,8 @@ class LocalBackend:
     # -- serving --------------------------------------------------------------------------------
 
     def resolve(self, labelset: str) -> LoadedLabelSet:
-        """The loaded current version of ``labelset`` (one immutable version per request)."""
+        """The loaded current version of ``labelset``, or version N of ``NAME@N`` (one
+        immutable version per request)."""
         return self.classifier.resolve(labelset)
 
     def refresh(self) -> list[str]:

@@ -266,3 +266,30 @@ def test_labels_add_reads_the_file_from_stdin(tmp_path: Path) -> None:
         text=False,
     )
     assert bad.returncode == 1 and bad.stderr.decode().startswith("error: stdin, line 1:")
+
+
+def test_a_read_never_creates_a_store(
+    tmp_path: Path, zs: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every read (``labels list``, ``labels show``, ``classify``, ``db current``, ``db check``)
+    on a missing SQLite file names the path and creates neither the file nor its folder; a write
+    (``labels add``) or ``db upgrade`` creates it."""
+    target = tmp_path / "nonexistdir" / "x.db"
+    monkeypatch.setenv("ZSINDEX_DATABASE_URL", f"sqlite:///{target}")
+    image = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (250, 0, 0)).save(image)
+    for args in (
+        ("labels", "list"),
+        ("labels", "show", "x"),
+        ("classify", str(image), "--labels", "x"),
+        ("db", "current"),
+        ("db", "check"),
+    ):
+        _one_line_error(zs(*args), f"no zsindex store at {target}", "zsindex labels add")
+        assert not target.parent.exists(), args
+    assert zs("labels", "add", "c", "--labels", "red,green", "--model", TINY).code == 0
+    assert target.is_file()
+    assert zs("labels", "list").code == 0
+    other = tmp_path / "other" / "y.db"
+    monkeypatch.setenv("ZSINDEX_DATABASE_URL", f"sqlite:///{other}")
+    assert zs("db", "upgrade").code == 0 and other.is_file()

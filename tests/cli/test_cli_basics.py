@@ -43,6 +43,7 @@ def test_help_everywhere(zs: Callable, command: list[str]) -> None:
 
 
 def test_empty_store_lists_nothing(zs: Callable, zs_home: Path) -> None:
+    assert zs("db", "upgrade").code == 0  # a read alone never creates the store
     run = zs("labels", "list", "--json")
     assert run.code == 0 and json.loads(run.out) == []
 

@@ -16,11 +16,16 @@ if TYPE_CHECKING:
     from zsindex.store.repository import Store
 
 
-def _open(state: CliState) -> Store:
+def _open(state: CliState, *, create: bool = False) -> Store:
+    """The store as it is (only ``db upgrade`` creates a missing SQLite file)."""
     # Imported here: `zsindex --help` must not pay for SQLAlchemy and Alembic.
+    from zsindex.store.engine import require_existing_sqlite
     from zsindex.store.repository import Store
 
-    return Store(state.settings.resolved_database_url, check_schema=False)
+    url = state.settings.resolved_database_url
+    if not create:
+        require_existing_sqlite(url)
+    return Store(url, check_schema=False)
 
 
 @contextlib.contextmanager
@@ -49,7 +54,7 @@ def upgrade(state: CliState) -> None:
     """Upgrade the schema to the latest revision (creates it in an empty database)."""
     from zsindex.store import migrate
 
-    store = _open(state)
+    store = _open(state, create=True)
     with _revision_errors("cannot upgrade"):
         migrate.upgrade(store.engine)
     info(f"schema at {migrate.current_revision(store.engine)} (head)")

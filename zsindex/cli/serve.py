@@ -53,7 +53,7 @@ def serve(state: CliState, host: str, port: int) -> None:
     app = create_app(settings)
     zs = app.state.zs
     try:
-        zs.backend.store  # noqa: B018 - opens it: a schema newer than this code stops here
+        zs.backend.open_store(create=True)  # a schema newer than this code stops here
     except SchemaOutOfDateError:
         sock.close()
         raise

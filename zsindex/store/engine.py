@@ -135,3 +135,21 @@ def translate_db_errors() -> Iterator[None]:
         detail = str(exc.orig) if getattr(exc, "orig", None) is not None else str(exc)
         first = detail.strip().splitlines()[0] if detail.strip() else type(exc).__name__
         raise StoreError(f"database unavailable: {first}") from exc
+
+
+def require_existing_sqlite(url: str) -> None:
+    """A read must not create a SQLite file (nor its folder): say where none was found."""
+    from zsindex.errors import NotFoundError
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # the store's own open reports a bad URL with its hint
+        return
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database).expanduser()
+    if not path.exists():
+        raise NotFoundError(
+            f"no zsindex store at {path}: nothing is registered yet (`zsindex labels add` "
+            "creates it, or `zsindex db upgrade`); check ZSINDEX_HOME / ZSINDEX_DATABASE_URL"
+        )
