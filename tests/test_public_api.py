@@ -90,6 +90,11 @@ def test_client_signatures() -> None:
     ]
     for name in ("labelsets", "labelset", "history", "delete_labelset", "embeddings", "tree"):
         assert callable(getattr(Client, name)), name
+    # Version pinning: reads take NAME@N; a rollback publishes version N as a new current one.
+    assert _params(Client.rollback) == ["self", "name", "version"]
+    assert _params(backend.Backend.rollback) == ["self", "name", "version"]
+    for name in ("labelset", "embeddings", "tree"):
+        assert _params(getattr(Client, name)) == ["self", "name"], name
 
 
 def test_options_fields() -> None:
@@ -110,6 +115,7 @@ def test_options_fields() -> None:
     info_fields = list(results.LabelSetInfo.__dataclass_fields__)
     assert info_fields[:4] == ["name", "version", "num_labels", "model"]
     assert "unchanged" in info_fields  # a registration that stored nothing new says so
+    assert "rollback_of" in info_fields  # the version a rollback serves again
 
 
 def test_both_backends_implement_the_protocol() -> None:

@@ -67,7 +67,7 @@ class Backend(Protocol):
         ...
 
     def labelset(self, name: str) -> LabelSetInfo:
-        """One label set's current version."""
+        """One label set's current version (``NAME@N``: version N)."""
         ...
 
     def history(self, name: str) -> list[LabelSetInfo]:
@@ -78,12 +78,19 @@ class Backend(Protocol):
         """Delete a label set and its versions."""
         ...
 
+    def rollback(self, name: str, version: int) -> LabelSetInfo:
+        """Publish version ``version``'s content as a new current version (history records
+        it); the current version, ``unchanged``, when it already holds that content."""
+        ...
+
     def embeddings(self, name: str) -> tuple[list[str], np.ndarray]:
-        """Each node's own name and the float32 matrix, in registration order."""
+        """Each node's own name and the float32 matrix, in registration order (``NAME@N``:
+        version N's)."""
         ...
 
     def tree(self, name: str) -> LabelTree:
-        """The structure of the current version (parents as row indices, ranks)."""
+        """The structure of the current version, or of version N of ``NAME@N`` (parents as row
+        indices, ranks)."""
         ...
 
     def classify(
@@ -96,7 +103,8 @@ class Backend(Protocol):
         options: ClassifyOptions = ClassifyOptions(),  # noqa: B008 - frozen, immutable
         on_error: OnError = "raise",
     ) -> list[ClassificationResult]:
-        """Classify images or precomputed embeddings against the current version."""
+        """Classify images or precomputed embeddings against the current version (``NAME@N``:
+        exactly version N)."""
         ...
 
     def close(self) -> None:

@@ -176,7 +176,8 @@ class Client:
         return self._backend.labelsets()
 
     def labelset(self, name: str) -> LabelSetInfo:
-        """One label set's current version (raises NotFoundError)."""
+        """One label set's current version, or version N for ``"NAME@N"`` (raises
+        NotFoundError)."""
         return self._backend.labelset(name)
 
     def history(self, name: str) -> list[LabelSetInfo]:
@@ -186,6 +187,15 @@ class Client:
     def delete_labelset(self, name: str) -> None:
         """Delete a label set and all its versions."""
         self._backend.delete_labelset(name)
+
+    def rollback(self, name: str, version: int) -> LabelSetInfo:
+        """Serve version ``version``'s content again: published atomically as a new current
+        version (its ``rollback_of`` is ``version``), so history records it and version
+        numbers never go backwards. Nothing new is stored (``unchanged``) when the current
+        version already holds that content."""
+        from zsindex.labels.refs import check_version_number
+
+        return self._backend.rollback(name, check_version_number(version))
 
     def embeddings(self, name: str) -> tuple[list[str], np.ndarray]:
         """(names, float32 matrix ``[num_labels, dim]``) in registration order; for trees every
@@ -218,7 +228,8 @@ class Client:
     ) -> list[ClassificationResult]:
         """Classify images (paths, bytes, binary files, PIL images or ``data:image/...;base64,``
         URLs) or precomputed L2-normalised image embeddings against the current version of
-        ``labelset``. One image given alone (not in a list) is classified as a list of one.
+        ``labelset``, or exactly version N for ``labelset="NAME@N"``. One image given alone
+        (not in a list) is classified as a list of one.
 
         Args:
             k: predictions per image.

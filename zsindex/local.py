@@ -74,6 +74,8 @@ class LocalBackend:
             self.catalog.load,
             lambda: dict(self.store.current_version_keys()),
             lambda loaded: version_key(loaded.record),
+            load_version=self.catalog.load_version,
+            version_keys=lambda names: self.store.version_keys(names),
         )
 
     @cached_property
@@ -175,7 +177,7 @@ class LocalBackend:
     def labelset(self, name: str) -> LabelSetInfo:
         from zsindex.catalog.convert import version_info
 
-        return version_info(self.catalog.current(name))
+        return version_info(self.catalog.version_of(name))
 
     def history(self, name: str) -> list[LabelSetInfo]:
         from zsindex.catalog.convert import version_info
@@ -185,6 +187,14 @@ class LocalBackend:
     def delete_labelset(self, name: str) -> None:
         self.catalog.delete(name)
         self.classifier.forget(name)
+        self.classifier.unpin(name)
+
+    def rollback(self, name: str, version: int) -> LabelSetInfo:
+        from zsindex.catalog.convert import version_info
+
+        record = self.catalog.rollback(name, version)
+        self.classifier.forget(name)
+        return version_info(record)
 
     def embeddings(self, name: str) -> tuple[list[str], np.ndarray]:
         return self.catalog.embeddings(name)
@@ -228,7 +238,8 @@ class LocalBackend:
     # -- serving --------------------------------------------------------------------------------
 
     def resolve(self, labelset: str) -> LoadedLabelSet:
-        """The loaded current version of ``labelset`` (one immutable version per request)."""
+        """The loaded current version of ``labelset``, or version N of ``NAME@N`` (one
+        immutable version per request)."""
         return self.classifier.resolve(labelset)
 
     def refresh(self) -> list[str]:

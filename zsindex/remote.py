@@ -155,18 +155,6 @@ class HttpBackend:
             ) from None
 
     @staticmethod
-    def _read_path(name: str) -> str:
-        """A label set's URL path for a read; a name no label set can have is not found, with
-        the store's own message."""
-        try:
-            validate_labelset_name(name)
-        except InvalidInputError:
-            raise NotFoundError(
-                f"label set {name!r} does not exist (see `zsindex labels list`)"
-            ) from None
-        return f"/v1/labelsets/{quote(name, safe='')}"
-
-    @staticmethod
     def _write_path(name: str) -> str:
         return f"/v1/labelsets/{quote(validate_labelset_name(name), safe='')}"
 
@@ -220,19 +208,26 @@ class HttpBackend:
         return replies.parse_infos(self._get("/v1/labelsets"))
 
     def labelset(self, name: str) -> LabelSetInfo:
-        return replies.parse_info(self._get(self._read_path(name)))
+        return replies.parse_info(self._get(wire.labelset_path(name, pinnable=True)))
 
     def history(self, name: str) -> list[LabelSetInfo]:
-        return replies.parse_infos(self._get(f"{self._read_path(name)}/history"))
+        return replies.parse_infos(self._get(f"{wire.labelset_path(name)}/history"))
 
     def delete_labelset(self, name: str) -> None:
-        self._request("DELETE", self._read_path(name))
+        self._request("DELETE", wire.labelset_path(name))
+
+    def rollback(self, name: str, version: int) -> LabelSetInfo:
+        path = f"{wire.labelset_path(name)}/rollback"
+        return replies.parse_info(
+            self._parse(self._request("POST", path, json={"version": version}))
+        )
 
     def embeddings(self, name: str) -> tuple[list[str], np.ndarray]:
-        return replies.parse_embeddings(self._get(f"{self._read_path(name)}/embeddings"))
+        path = f"{wire.labelset_path(name, pinnable=True)}/embeddings"
+        return replies.parse_embeddings(self._get(path))
 
     def tree(self, name: str) -> LabelTree:
-        return replies.parse_tree(self._get(f"{self._read_path(name)}/tree"))
+        return replies.parse_tree(self._get(f"{wire.labelset_path(name, pinnable=True)}/tree"))
 
     # -- classification -------------------------------------------------------------------------
 
@@ -260,9 +255,9 @@ class HttpBackend:
             names = given_names(image_names, len(sources)) or [
                 image_name(x, i) for i, x in enumerate(images)
             ]
-            self._read_path(labelset)
+            wire.labelset_path(labelset, pinnable=True)
         else:  # the label set first, as in process
-            self._read_path(labelset)
+            wire.labelset_path(labelset, pinnable=True)
             matrix = self._check_embeddings(labelset, embeddings)
             names = given_names(image_names, len(matrix)) or [str(i) for i in range(len(matrix))]
         for _ in range(2):

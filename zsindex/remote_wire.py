@@ -11,7 +11,9 @@ Requests (``?`` marks a key sent only when it differs from its default):
   "names_format"?, "embed_internal"?, "dtype": "float32" | "float16", "shape": [rows, cols],
   "data": base64 of the little-endian row-major matrix, "model"?, "pretrained"?, "index"?}``.
 - ``GET /v1/labelsets/{name}/embeddings`` → ``{"names": [str], "shape", "dtype", "data"}``;
-  ``GET /v1/labelsets/{name}/tree`` → :meth:`LabelTree.to_dict`.
+  ``GET /v1/labelsets/{name}/tree`` → :meth:`LabelTree.to_dict`. ``{name}`` may be a pinned
+  ``NAME@N`` (``@`` sent as ``%40``) in these two and ``GET /v1/labelsets/{name}``.
+- ``POST /v1/labelsets/{name}/rollback`` ← ``{"version": N}`` → the new current version.
 - ``POST /v1/classify`` ← multipart (one ``images`` part per image, its filename the image's
   name; fields ``labelset``, each non-default option of :meth:`ClassifyOptions.to_dict` as a
   string, booleans ``true``/``false``, and ``on_error=report``), or JSON ``{"labelset",
@@ -30,11 +32,12 @@ from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
 
-from zsindex.errors import InvalidInputError, TransportError
+from zsindex.errors import InvalidInputError, NotFoundError, TransportError
 from zsindex.options import ClassifyOptions, LabelNames, LabelSource, OnError
 
 if TYPE_CHECKING:
@@ -74,6 +77,23 @@ class ServerLimits:
 
 
 DEFAULT_LIMITS = ServerLimits()
+
+
+def labelset_path(ref: str, *, pinnable: bool = False) -> str:
+    """A label set's URL path for a read (``pinnable``: ``NAME@N`` too); a name no label set
+    can have is not found, with the store's own message, and a bad ``@`` is invalid, as in
+    process."""
+    from zsindex.labels.refs import parse_ref, pinned_key
+    from zsindex.labels.validate import validate_labelset_name
+
+    name, number = parse_ref(ref) if pinnable else (ref, None)
+    try:
+        validate_labelset_name(name)
+    except InvalidInputError:
+        raise NotFoundError(
+            f"label set {name!r} does not exist (see `zsindex labels list`)"
+        ) from None
+    return "/v1/labelsets/" + quote(name if number is None else pinned_key(name, number), safe="")
 
 
 def check_base_url(base_url: str) -> str:

@@ -95,6 +95,8 @@ class LabelSetInfo:
     unchanged: bool = False
     """Set on the answer to a registration whose content was already current: nothing new was
     stored and this is that version (``to_dict`` has the key only then)."""
+    rollback_of: int | None = None
+    """The version whose content this one serves again (``labels rollback``), else ``None``."""
 
     def to_dict(self, *, detail: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -115,6 +117,7 @@ class LabelSetInfo:
                 created_at=self.created_at,
                 current=self.current,
                 index=self.index,
+                rollback_of=self.rollback_of,
             )
         if self.unchanged:
             out["unchanged"] = True

@@ -20,7 +20,7 @@ from PIL import Image
 
 from zsindex import Client
 from zsindex.config import Settings
-from zsindex.errors import InvalidInputError
+from zsindex.errors import InvalidInputError, NotFoundError
 from zsindex.results import ClassificationResult, LabelSetInfo, LabelTree
 
 TINY = "zsindex-tiny"
@@ -52,6 +52,8 @@ def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Clie
     local = Client.local(settings=settings)
     local.add_labelset("shared", ["red", "green", "blue", "yellow"], model=TINY)
     local.add_labelset("shared_tree", TREE_LABELS, parents=TREE_PARENTS, model=TINY)
+    local.add_labelset("shared_v", ["red", "green", "blue"], model=TINY)  # version 1
+    local.add_labelset("shared_v", ["red", "green", "blue", "yellow", "white"], model=TINY)
     app = create_app(settings, LocalBackend(settings), refresh_interval_s=0.1)
     with BackgroundServer(app) as server:
         remote = Client(server.base_url, api_key=KEY)
@@ -181,7 +183,76 @@ CASES: dict[str, Case] = {
     "fast decode": lambda c, s: c.classify(
         [_png((250, 0, 0), (600, 500))], labelset="shared", fast_decode=True
     ),
+    # Version pinning (NAME@N) and rollback.
+    "labelset pinned": lambda c, s: c.labelset("shared_v@1"),
+    "labelset pinned missing version": lambda c, s: c.labelset("shared_v@9"),
+    "labelset pinned bad version": lambda c, s: c.labelset("shared_v@x"),
+    "labelset pinned missing set": lambda c, s: c.labelset("missing@1"),
+    "embeddings pinned": lambda c, s: c.embeddings("shared_v@1"),
+    "tree pinned": lambda c, s: c.tree("shared_v@1"),
+    "classify pinned embeddings": lambda c, s: c.classify(
+        embeddings=EMB, labelset="shared_v@1", k=4
+    ),
+    "classify pinned images": lambda c, s: c.classify(
+        [_png((250, 0, 0)), _png((0, 0, 250))], labelset="shared_v@1", k=5
+    ),
+    "classify pinned current": lambda c, s: c.classify(embeddings=EMB, labelset="shared_v@2"),
+    "classify pinned unreadable image": lambda c, s: c.classify(
+        [b"hello world"], labelset="shared_v@1", on_error="report"
+    ),
+    "classify pinned missing version": lambda c, s: c.classify(
+        embeddings=EMB, labelset="shared_v@3"
+    ),
+    "classify pinned bad version": lambda c, s: c.classify(embeddings=EMB, labelset="shared_v@"),
+    "classify pinned long name": lambda c, s: c.classify(
+        embeddings=EMB, labelset="a" * 64 + "@1234567890"
+    ),
+    "history pinned": lambda c, s: c.history("shared_v@1"),
+    "rollback": lambda c, s: (
+        c.add_labelset(f"rb{s}", ["cat", "dog"], model=TINY),
+        c.add_labelset(f"rb{s}", ["cat", "dog", "cow"], model=TINY),
+        c.rollback(f"rb{s}", 1),
+        c.history(f"rb{s}"),
+        [(r.version, r.predictions) for r in c.classify(embeddings=EMB, labelset=f"rb{s}", k=3)],
+        [(r.version, r.predictions) for r in c.classify(embeddings=EMB, labelset=f"rb{s}@2")],
+    ),
+    "rollback to the current content": lambda c, s: (
+        c.add_labelset(f"rbu{s}", ["cat", "dog"], model=TINY),
+        c.rollback(f"rbu{s}", 1),
+    ),
+    "rollback missing version": lambda c, s: c.rollback("shared_v", 7),
+    "rollback missing set": lambda c, s: c.rollback("missing", 1),
+    "rollback bad name": lambda c, s: c.rollback("bad/name", 1),
+    "rollback version 0": lambda c, s: c.rollback("shared_v", 0),
+    "rollback version as text": lambda c, s: c.rollback("shared_v", "1"),  # type: ignore[arg-type]
 }
+
+
+PINNING_EXPECTED = {
+    "labelset pinned": "ok",
+    "labelset pinned missing version": "NotFoundError",
+    "labelset pinned bad version": "InvalidInputError",
+    "labelset pinned missing set": "NotFoundError",
+    "embeddings pinned": "ok",
+    "tree pinned": "ok",
+    "classify pinned embeddings": "ok",
+    "classify pinned images": "ok",
+    "classify pinned current": "ok",
+    "classify pinned unreadable image": "ok",
+    "classify pinned missing version": "NotFoundError",
+    "classify pinned bad version": "InvalidInputError",
+    "classify pinned long name": "NotFoundError",
+    "history pinned": "NotFoundError",
+    "rollback": "ok",
+    "rollback to the current content": "ok",
+    "rollback missing version": "NotFoundError",
+    "rollback missing set": "NotFoundError",
+    "rollback bad name": "NotFoundError",
+    "rollback version 0": "InvalidInputError",
+    "rollback version as text": "InvalidInputError",
+}
+"""What the pinning cases must give, not only agree on (an error of the same class on both
+sides, as before the feature, would agree too)."""
 
 
 def _outcome(case: Case, client: Client, suffix: str) -> Any:
@@ -197,6 +268,8 @@ def test_local_and_remote_agree(clients: dict[str, Client], name: str) -> None:
     local = _outcome(case, clients["local"], "_l")
     remote = _outcome(case, clients["remote"], "_r")
     assert local == remote
+    if name in PINNING_EXPECTED:
+        assert (local[0] if local[0] == "ok" else local[1]) == PINNING_EXPECTED[name], local
 
 
 def test_labelsets_agree(clients: dict[str, Client]) -> None:
@@ -222,6 +295,7 @@ def test_every_client_method_is_covered() -> None:
         "tree",
         "delete_labelset",
         "classify",
+        "rollback",
     }
     assert methods == covered, methods ^ covered
 
@@ -230,3 +304,32 @@ def test_both_backends_raise_the_same_for_bad_options(clients: dict[str, Client]
     for client in clients.values():
         with pytest.raises(InvalidInputError):
             client.classify(embeddings=EMB, labelset="shared", mode="nope")  # type: ignore[arg-type]
+
+
+def test_pinning_errors_say_the_same(clients: dict[str, Client]) -> None:
+    """Not only the class: the one line a user reads names the set, the version and the way on."""
+    calls: dict[str, Callable[[Client], Any]] = {
+        "missing version": lambda c: c.classify(embeddings=EMB, labelset="shared_v@9"),
+        "bad version": lambda c: c.classify(embeddings=EMB, labelset="shared_v@x"),
+        "show missing version": lambda c: c.labelset("shared_v@9"),
+        "rollback missing version": lambda c: c.rollback("shared_v", 9),
+    }
+    for name, call in calls.items():
+        messages = []
+        for client in clients.values():
+            with pytest.raises((NotFoundError, InvalidInputError)) as caught:
+                call(client)
+            messages.append(str(caught.value))
+        assert messages[0] == messages[1], name
+    assert (
+        "label set 'shared_v' has no version 9 (see `zsindex labels history shared_v`)"
+        in (messages[0])
+    )
+
+
+def test_pinned_results_name_the_pinned_version(clients: dict[str, Client]) -> None:
+    for client in clients.values():
+        [one] = client.classify(embeddings=EMB[:1], labelset="shared_v@1", k=5)
+        assert (one.labelset, one.version) == ("shared_v", 1)
+        assert {p.label for p in one.predictions} == {"red", "green", "blue"}
+        assert client.labelset("shared_v").version == 2  # pinning changes nothing current

@@ -166,10 +166,31 @@ class Catalog:
         """Delete a label set and all its versions."""
         self.store.delete_labelset(name)
 
+    def rollback(self, name: str, number: int) -> VersionRecord:
+        """Make version ``number``'s content current again, as a new version that history
+        records (see :mod:`zsindex.store.rollback`); the current version unchanged when it
+        already holds exactly that content (as a registration of the same content)."""
+        from zsindex.catalog.registration import UnchangedVersion
+        from zsindex.labels.refs import check_version_number
+
+        check_version_number(number)
+        target = self.store.version(name, number)
+        current = self.store.current(name)
+        if (target.digest, target.index_spec) == (current.digest, current.index_spec):
+            return UnchangedVersion.of(current)
+        return self.store.rollback(name, number)
+
     # -- reads ------------------------------------------------------------------------------------
 
     def current(self, name: str) -> VersionRecord:
         return self.store.current(name)
+
+    def version_of(self, ref: str) -> VersionRecord:
+        """The version a reference names: ``NAME`` the current one, ``NAME@N`` version N."""
+        from zsindex.labels.refs import parse_ref
+
+        name, number = parse_ref(ref)
+        return self.store.current(name) if number is None else self.store.version(name, number)
 
     def list_current(self) -> list[VersionRecord]:
         return self.store.list_current()
@@ -178,15 +199,16 @@ class Catalog:
         return self.store.history(name)
 
     def embeddings(self, name: str) -> tuple[list[str], np.ndarray]:
-        """Each node's own name and the float32 rows, in registration order."""
-        record = self.store.current(name)
+        """Each node's own name and the float32 rows, in registration order (``NAME@N``:
+        version N's)."""
+        record = self.version_of(name)
         columns = self.store.load_labels(record.version_id)
         matrix = self.store.load_embeddings(record.version_id).astype(np.float32)
         return list(columns.names), matrix
 
     def tree(self, name: str) -> LabelTree:
-        """The current version's structure in registration order."""
-        record = self.store.current(name)
+        """The current version's structure in registration order (``NAME@N``: version N's)."""
+        record = self.version_of(name)
         columns = self.store.load_labels(record.version_id)
         return LabelTree(
             names=list(columns.names),
@@ -202,6 +224,12 @@ class Catalog:
         from zsindex.catalog.loading import load_current
 
         return load_current(self.store, name, self.settings)
+
+    def load_version(self, name: str, number: int) -> LoadedLabelSet:
+        """Version ``number`` of ``name`` loaded for classification (a pinned ``NAME@N``)."""
+        from zsindex.catalog.loading import load_version
+
+        return load_version(self.store, name, number, self.settings)
 
 
 def canonical_index(index: str | None) -> str:

@@ -27,6 +27,15 @@ def spec_to_columns(spec: LabelSetSpec) -> LabelColumns:
     )
 
 
+def rollback_of(source: str) -> int | None:
+    """The version a rollback copied, read from the ``source`` it recorded (other sources, such
+    as a user's file path, are never handed out)."""
+    from zsindex.store.rollback import ROLLBACK_SOURCE
+
+    found = ROLLBACK_SOURCE.fullmatch(source)
+    return int(found.group(1)) if found else None
+
+
 def version_info(v: VersionRecord) -> LabelSetInfo:
     """The public view of a version record (``unchanged`` where a registration kept it)."""
     from zsindex.catalog.registration import UnchangedVersion
@@ -47,4 +56,5 @@ def version_info(v: VersionRecord) -> LabelSetInfo:
         current=v.is_current,
         index=v.index_spec,
         unchanged=isinstance(v, UnchangedVersion),
+        rollback_of=rollback_of(v.source),
     )

@@ -68,7 +68,17 @@ def _cache_key(record: VersionRecord) -> str:
 def load_current(store: Store, name: str, settings: Settings) -> LoadedLabelSet:
     """Load ``name``'s current version (cache first, else SQL and then fill the cache), served
     by the index that the device and the index setting choose."""
-    loaded = _load_exact(store, name, settings)
+    return load_record(store, store.current(name), settings)
+
+
+def load_version(store: Store, name: str, number: int, settings: Settings) -> LoadedLabelSet:
+    """Load version ``number`` of ``name`` (a pinned ``NAME@N``), as :func:`load_current`."""
+    return load_record(store, store.version(name, number), settings)
+
+
+def load_record(store: Store, record: VersionRecord, settings: Settings) -> LoadedLabelSet:
+    """Load the version ``record`` names, served by the index its settings choose."""
+    loaded = _load_exact(store, record, settings)
     serving = serving_index(loaded, settings)
     if serving is loaded.index:
         return loaded
@@ -90,10 +100,10 @@ def serving_index(loaded: LoadedLabelSet, settings: Settings) -> SearchIndex:
     return exact if index.backend == exact.backend and index.spec == exact.spec else index
 
 
-def _load_exact(store: Store, name: str, settings: Settings) -> LoadedLabelSet:
+def _load_exact(store: Store, record: VersionRecord, settings: Settings) -> LoadedLabelSet:
     from zsindex.index import IndexCache
 
-    record = store.current(name)
+    name = record.labelset
     if record.num_labels * record.dim * np.dtype(record.dtype).itemsize < CACHE_MIN_BYTES:
         return load_from_sql(store, record)
     cache = IndexCache(cache_dir(settings))

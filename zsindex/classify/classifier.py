@@ -10,6 +10,12 @@ swapped in only when complete, so requests keep being answered by the old versio
 It reads the store's own current versions every time, so whatever prompted it (a poll, a
 notification naming a deleted or unknown set, the same notification twice) can only move the
 process towards what the store says.
+
+A pinned reference ``NAME@N`` resolves to version N exactly. A version is immutable, so it is
+held under its own key (``shapes@3``) beside the current versions, never swapped: at most
+:data:`MAX_PINNED` of them, the least recently used dropped first (it loads again on its next
+use). A pin is dropped when its label set is deleted here, or when a sync finds that the store's
+version N is no longer the one loaded (deleted, or deleted and created again elsewhere).
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from zsindex.classify.loaded import LoadedLabelSet
 from zsindex.index.registry import Entry, IndexRegistry
+from zsindex.labels.refs import parse_ref, pinned_key
 
 log = logging.getLogger("zsindex.classify")
 
@@ -32,6 +40,12 @@ KeyOf = Callable[[LoadedLabelSet], VersionKey]
 OnInstall = Callable[[LoadedLabelSet, float], None]
 """Called with each version installed and the seconds its load took."""
 OnRemove = Callable[[str], None]
+VersionLoader = Callable[[str, int], LoadedLabelSet]
+VersionKeys = Callable[[Collection[str]], Mapping[tuple[str, int], VersionKey]]
+"""Every version of the given label sets, by (name, number), with its version key."""
+
+MAX_PINNED = 8
+"""Pinned versions held at once per process (each is a whole label set in memory)."""
 
 
 @dataclass
@@ -43,12 +57,14 @@ class SyncReport:
         removed: names dropped because the store no longer has them.
         failed: names whose load failed, with the error (the old version keeps serving).
         current: every label set the store has, with its version key.
+        unpinned: pinned versions (``NAME@N``) dropped because the store no longer has them.
     """
 
     installed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     current: dict[str, VersionKey] = field(default_factory=dict)
+    unpinned: list[str] = field(default_factory=list)
 
 
 class Classifier:
@@ -58,12 +74,26 @@ class Classifier:
         load: loads a label set's current version (the catalogue's loader).
         current_keys: every label set's current version key, read from the store.
         key_of: the version key of a loaded label set (comparable with ``current_keys``).
+        load_version: loads version N of a label set (pinned references; without it they
+            cannot be resolved).
+        version_keys: the version keys of every version of some label sets (checks the pins).
     """
 
-    def __init__(self, load: Loader, current_keys: CurrentKeys, key_of: KeyOf) -> None:
+    def __init__(
+        self,
+        load: Loader,
+        current_keys: CurrentKeys,
+        key_of: KeyOf,
+        *,
+        load_version: VersionLoader | None = None,
+        version_keys: VersionKeys | None = None,
+    ) -> None:
         self._load = load
         self._current_keys = current_keys
         self._key_of = key_of
+        self._load_version = load_version
+        self._version_keys = version_keys
+        self._pinned: OrderedDict[str, LoadedLabelSet] = OrderedDict()  # under _lock
         self._registry: IndexRegistry[LoadedLabelSet] = IndexRegistry()
         self._generation = 0
         self._lock = threading.Lock()
@@ -90,18 +120,71 @@ class Classifier:
             self._on_remove.remove(on_remove)
 
     def held(self, name: str) -> LoadedLabelSet | None:
-        """The version held for ``name`` now, or ``None`` (never loads, never blocks on one)."""
+        """The version held for ``name`` (or a pinned ``NAME@N`` in its canonical spelling)
+        now, or ``None`` (never loads, never blocks on one)."""
+        if "@" in name:
+            with self._lock:
+                found = self._pinned.get(name)
+                if found is not None:
+                    self._pinned.move_to_end(name)  # the service's hits count as uses
+                return found
         entry = self._registry.get(name)
         return entry.index if entry is not None else None
 
     def resolve(self, name: str) -> LoadedLabelSet:
-        """The loaded current version of ``name`` (loaded on first use, then held)."""
+        """The loaded current version of ``name``, or version N of a pinned ``NAME@N``
+        (loaded on first use, then held)."""
+        base, number = parse_ref(name)
+        if number is not None:
+            return self.resolve_version(base, number)
         held = self._registry.get(name)
         if held is not None:
             return held.index
         loaded = self._load_locked(name, lambda entry: entry is None)
         assert loaded is not None  # loaded whenever nothing was held
         return loaded
+
+    def resolve_version(self, name: str, number: int) -> LoadedLabelSet:
+        """Version ``number`` of ``name`` (loaded once, then held; never swapped)."""
+        key = pinned_key(name, number)
+        with self._lock:
+            found = self._pinned.get(key)
+            if found is not None:
+                self._pinned.move_to_end(key)
+                return found
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        if self._load_version is None:
+            raise ValueError("this classifier cannot load pinned versions")
+        with key_lock:  # single flight: concurrent first requests load once
+            with self._lock:
+                found = self._pinned.get(key)
+                generation = self._generation
+            if found is not None:
+                return found
+            try:
+                loaded = self._load_version(name, number)
+            except Exception:
+                with self._lock:  # a version that does not exist leaves nothing behind
+                    self._loading.pop(key, None)
+                raise
+            with self._lock:
+                if generation == self._generation:  # not raced by a delete in this process
+                    self._pinned[key] = loaded
+                    while len(self._pinned) > MAX_PINNED:
+                        self._pinned.popitem(last=False)
+            return loaded
+
+    def pinned(self) -> dict[str, LoadedLabelSet]:
+        """The pinned versions held now, by ``NAME@N``."""
+        with self._lock:
+            return dict(self._pinned)
+
+    def unpin(self, name: str) -> None:
+        """Drop every pinned version of ``name`` (deleted here)."""
+        with self._lock:
+            self._generation += 1
+            for key in [k for k, ls in self._pinned.items() if ls.name == name]:
+                del self._pinned[key]
 
     def sync(
         self, names: Iterable[str] | None = None, *, eager: Callable[[str], bool] | None = None
@@ -139,7 +222,27 @@ class Classifier:
             except Exception as exc:  # one failing set must not stop the others
                 report.failed[name] = f"{type(exc).__name__}: {exc}"
                 log.warning("could not load label set %r: %s", name, report.failed[name])
+        report.unpinned = self._check_pins(names)
         return report
+
+    def _check_pins(self, names: Iterable[str] | None) -> list[str]:
+        """Drop the pins of ``names`` (all: ``None``) whose version the store no longer holds
+        as loaded; one query, and none while nothing is pinned."""
+        pins = self.pinned()
+        watched = {ls.name for ls in pins.values()}
+        if names is not None:
+            watched &= set(names)
+        if not watched or self._version_keys is None:
+            return []
+        keys = self._version_keys(watched)
+        dropped = []
+        with self._lock:
+            for key, ls in pins.items():
+                stale = keys.get((ls.name, ls.version)) != self._key_of(ls)
+                if ls.name in watched and stale and self._pinned.get(key) is ls:
+                    del self._pinned[key]
+                    dropped.append(key)
+        return dropped
 
     def refresh(self) -> list[str]:
         """:meth:`sync` of every loaded label set; the names brought up to date or dropped."""
@@ -161,6 +264,7 @@ class Classifier:
         """Drop everything."""
         with self._lock:
             self._generation += 1
+            self._pinned.clear()
         for name in self._registry.names():
             self.forget(name)
 

@@ -201,10 +201,23 @@ def list_(state: CliState, as_json: bool) -> None:
 
 @labels.command("show")
 @click.argument("name")
+@click.option(
+    "--version",
+    "number",
+    type=click.IntRange(min=1),
+    help="Show this version instead of the current one (as NAME@N).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def show(state: CliState, name: str, as_json: bool) -> None:
-    """Show a label set's current version: model, templates, counts, depth, digest."""
+def show(state: CliState, name: str, number: int | None, as_json: bool) -> None:
+    """Show a label set's current version (or NAME@N, --version N: version N): model,
+    templates, counts, depth, digest."""
+    from zsindex.labels.refs import parse_ref, pinned_key
+
+    if number is not None:
+        if parse_ref(name)[1] is not None:
+            raise click.UsageError("give the version once: NAME@N or --version N")
+        name = pinned_key(name, number)
     ls = state.client().labelset(name)
     if as_json:
         print_json(ls.to_dict())
@@ -232,7 +245,7 @@ def history(state: CliState, name: str, as_json: bool) -> None:
         print_json([v.to_dict() for v in versions])
     else:
         print_table(
-            ["version", "labels", "model", "created", "current", "digest"],
+            ["version", "labels", "model", "created", "current", "digest", "rollback of"],
             [
                 [
                     v.version,
@@ -241,10 +254,31 @@ def history(state: CliState, name: str, as_json: bool) -> None:
                     v.created_at,
                     "*" if v.current else "",
                     v.digest[:12],
+                    v.rollback_of or "",
                 ]
                 for v in versions
             ],
         )
+
+
+@labels.command("rollback")
+@click.argument("name")
+@click.argument("version", type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print the new current version as JSON.")
+@click.pass_obj
+def rollback(state: CliState, name: str, version: int, as_json: bool) -> None:
+    """Serve version VERSION of NAME again: its content is published atomically as a new
+    current version (history records it; version numbers never go backwards)."""
+    result = state.client().rollback(name, version)
+    if as_json:
+        print_json(result.to_dict())
+    elif result.unchanged:
+        info(
+            f"unchanged: {result.name} version {result.version} already holds the content of "
+            f"version {version} (nothing new was stored)"
+        )
+    else:
+        info(f"rolled {result.name} back to version {version}: now version {result.version}")
 
 
 @labels.command("rm")

@@ -25,6 +25,7 @@ from zsindex.service.schemas import (
     LabelSetCreate,
     LabelSetDetail,
     LabelTreeOut,
+    RollbackRequest,
 )
 from zsindex.service.state import ServiceState, json_response
 
@@ -121,7 +122,7 @@ def build_router(state: ServiceState) -> APIRouter:
 
     @router.get(
         "/v1/labelsets/{name}",
-        summary="Show a label set's current version",
+        summary="Show a label set's current version (NAME@N: version N)",
         response_model=LabelSetDetail,
         dependencies=[scheme, read],
     )
@@ -140,6 +141,17 @@ def build_router(state: ServiceState) -> APIRouter:
         await asyncio.to_thread(write_then_refresh, backend.delete_labelset, name)
         return Response(status_code=204)
 
+    @router.post(
+        "/v1/labelsets/{name}/rollback",
+        summary="Serve an old version's content again, as a new current version (extension)",
+        status_code=201,
+        response_model=LabelSetDetail,
+        dependencies=[scheme, write, json_body],
+    )
+    async def rollback_labelset(name: str, body: RollbackRequest) -> Response:
+        info = await asyncio.to_thread(write_then_refresh, backend.rollback, name, body.version)
+        return json_response(_info(info), status_code=201)
+
     @router.get(
         "/v1/labelsets/{name}/history",
         summary="All versions of a label set, oldest first (extension)",
@@ -152,7 +164,7 @@ def build_router(state: ServiceState) -> APIRouter:
 
     @router.get(
         "/v1/labelsets/{name}/embeddings",
-        summary="Label names and embedding matrix of the current version (extension)",
+        summary="Label names and embedding matrix of the current version (NAME@N: version N)",
         response_model=EmbeddingsOut,
         dependencies=[scheme, read],
     )
@@ -164,7 +176,7 @@ def build_router(state: ServiceState) -> APIRouter:
 
     @router.get(
         "/v1/labelsets/{name}/tree",
-        summary="The current version's structure: parents as row indices, ranks (extension)",
+        summary="The current (or NAME@N) version's structure: parents as row indices, ranks",
         response_model=LabelTreeOut,
         dependencies=[scheme, read],
     )

@@ -62,7 +62,11 @@ class ClassifyOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    labelset: str = Field(min_length=1, max_length=64, description="Label set name.")
+    labelset: str = Field(
+        min_length=1,
+        max_length=75,  # a 64-character name, '@' and a 10-digit version
+        description="Label set name; NAME@N classifies against exactly version N.",
+    )
     k: int = Field(5, ge=1, le=MAX_K, description="Predictions per image.")
     mode: Mode = "flat"
     rank: str | int | None = Field(None, description="Named rank or depth to stop at (trees).")
@@ -257,6 +261,14 @@ class LabelSetCreate(BaseModel):
         ).check()
 
 
+class RollbackRequest(BaseModel):
+    """``POST /v1/labelsets/{name}/rollback``: publish an old version as a new current one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, strict=True, description="The version whose content to serve.")
+
+
 class EmbeddingsImport(BaseModel):
     """``PUT /v1/labelsets/{name}/embeddings`` (extension): register precomputed embeddings."""
 
@@ -347,6 +359,7 @@ class LabelSetDetail(LabelSetSummary):
     current: bool = True
     index: str = ""
     unchanged: bool = False
+    rollback_of: int | None = None
 
 
 class Health(BaseModel):

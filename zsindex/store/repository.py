@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,8 @@ from zsindex.store.rows import MODEL_COLUMNS, MODEL_PREFIX, iso_utc, model_recor
 
 # Rows per embedding chunk: 16 MiB per chunk at 512 fp16 dims, few enough blobs to load fast.
 CHUNK_ROWS = 16_384
+MAX_VERSION = 2**31 - 1
+"""Version numbers are 32-bit SQL integers: a larger one names no version (never queried)."""
 
 
 def _utcnow() -> dt.datetime:
@@ -252,15 +254,63 @@ class Store:
         return version_record(row._mapping)
 
     def version(self, name: str, number: int) -> VersionRecord:
+        """Version ``number`` of label set ``name`` (current or not).
+
+        Raises:
+            NotFoundError: no such label set, or it has no such version.
+        """
+        row = None
         with read_transaction(self.engine) as conn:
-            row = conn.execute(
-                self._version_query().where(
-                    LabelSetRow.name == name, LabelSetVersionRow.version == number
-                )
-            ).first()
+            if 1 <= number <= MAX_VERSION:  # a larger number overflows the SQL integer
+                row = conn.execute(
+                    self._version_query().where(
+                        LabelSetRow.name == name, LabelSetVersionRow.version == number
+                    )
+                ).first()
+            exists = (
+                row is not None
+                or conn.execute(select(LabelSetRow.id).where(LabelSetRow.name == name)).first()
+            )
+        if not exists:
+            raise NotFoundError(f"label set {name!r} does not exist (see `zsindex labels list`)")
         if row is None:
-            raise NotFoundError(f"label set {name!r} has no version {number}")
+            raise NotFoundError(
+                f"label set {name!r} has no version {number} (see `zsindex labels history {name}`)"
+            )
         return version_record(row._mapping)
+
+    def rollback(self, name: str, number: int) -> VersionRecord:
+        """Publish version ``number``'s content as a new current version (see
+        :mod:`zsindex.store.rollback`), atomically; the new version.
+
+        Raises:
+            NotFoundError: no such label set or version.
+            ConflictError: concurrent writers kept taking the new number; retry.
+        """
+        from zsindex.store.rollback import rollback
+
+        if not 1 <= number <= MAX_VERSION:
+            return self.version(name, number)  # raises: no such version
+        return self.version(name, rollback(self.engine, name, number))
+
+    def version_keys(self, names: Collection[str]) -> dict[tuple[str, int], tuple[int, str]]:
+        """Every version of the label sets ``names``, by (name, number), with the key
+        :meth:`current_version_keys` uses: a pinned version is still the one loaded only while
+        its key is unchanged (a deleted and re-created set reuses numbers)."""
+        if not names:
+            return {}
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(
+                    LabelSetRow.name,
+                    LabelSetVersionRow.version,
+                    LabelSetVersionRow.id,
+                    LabelSetVersionRow.created_at,
+                )
+                .join(LabelSetRow, LabelSetRow.id == LabelSetVersionRow.labelset_id)
+                .where(LabelSetRow.name.in_(sorted(names)))
+            ).all()
+        return {(n, int(v)): (int(vid), iso_utc(c)) for n, v, vid, c in rows}
 
     def list_current(self) -> list[VersionRecord]:
         """Every label set's current version, by name."""
