@@ -16,7 +16,7 @@ Requests (``?`` marks a key sent only when it differs from its default):
 - ``POST /v1/labelsets/{name}/rollback`` ← ``{"version": N}`` → the new current version.
 - ``POST /v1/classify`` ← multipart (one ``images`` part per image, its filename the image's
   name; fields ``labelset``, each non-default option of :meth:`ClassifyOptions.to_dict` as a
-  string, booleans ``true``/``false``, and ``on_error=report``), or JSON ``{"labelset",
+  string, booleans ``true``/``false``, and ``on_error``, always), or JSON ``{"labelset",
   **options, "on_error"?, "embeddings": [[...], ...]}`` → a list of
   :meth:`ClassificationResult.to_dict`.
 - Every error answer is ``{"code", "message"}``; the code names the :mod:`zsindex.errors` class.
@@ -268,10 +268,12 @@ def _wire_options(options: ClassifyOptions, on_error: OnError) -> dict[str, Any]
 
 
 def classify_form(labelset: str, options: ClassifyOptions, on_error: OnError) -> dict[str, str]:
-    """The form fields of a multipart ``POST /v1/classify``."""
+    """The form fields of a multipart ``POST /v1/classify``; ``on_error`` always, since the
+    service reports an unreadable image in its result when a request does not say."""
     form = {"labelset": labelset}
     for key, value in _wire_options(options, on_error).items():
         form[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    form["on_error"] = on_error
     return form
 
 

@@ -410,7 +410,8 @@ def test_classify_bodies() -> None:
         "fast_decode": "false",
         "on_error": "report",
     }
-    assert classify_form("s", ClassifyOptions(), "raise") == {"labelset": "s"}
+    # Always said: the service reports an unreadable image when a request does not say.
+    assert classify_form("s", ClassifyOptions(), "raise") == {"labelset": "s", "on_error": "raise"}
     rows = np.array([[0.25, -1.0]], np.float32)
     assert json.loads(classify_json("s", ClassifyOptions(fast_decode=True), "raise", rows)) == {
         "labelset": "s",
