@@ -110,6 +110,24 @@ def test_csv_path_is_each_predictions_own(zs: Callable, dups: str, images: Path,
     assert all(r["error"] == "" for r in rows)
 
 
+def test_csv_path_of_a_pinned_older_version(
+    zs: Callable, dups: str, images: Path, tmp_path: Path
+) -> None:
+    """``--labels NAME@1`` after a version 2 exists: each row's path is version 1's."""
+    rows = np.random.default_rng(1).standard_normal((2, 128)).astype(np.float32)
+    np.save(tmp_path / "flat.npy", rows / np.linalg.norm(rows, axis=1, keepdims=True))
+    (tmp_path / "flat.txt").write_text("x\ny\n")
+    run = zs(
+        "labels", "import", dups, "--embeddings", str(tmp_path / "flat.npy"),
+        "--names", str(tmp_path / "flat.txt"), "--model", TINY,
+    )  # fmt: skip
+    assert run.code == 0, run.err
+    run = zs("classify", str(images), "--labels", f"{dups}@1", "-k", "4", "--csv")
+    assert run.code == 0, run.err
+    paths = {r["label"]: r["path"] for r in csv.DictReader(io.StringIO(run.out))}
+    assert paths["circle/red"] == "circle > red" and paths["green"] == "square > green"
+
+
 # -- 9: the options' rules on the command line -------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from zsindex.classify.tree import path_of, unique_labels
+from zsindex.errors import NotFoundError
 from zsindex.results import ClassificationResult, LabelTree
 
 if TYPE_CHECKING:
@@ -40,8 +41,7 @@ class NodePaths:
     """Each prediction's own path (``circle > red``), read from the label set's structure.
 
     Predictions name nodes by :func:`~zsindex.classify.tree.unique_labels`, so the label finds
-    the node; the structure is read once per version (and only if a version's own could be
-    read: a label set re-registered mid-run leaves that version's paths empty).
+    the node; the structure of exactly the result's version is read once per version.
     """
 
     def __init__(self, backend: Backend) -> None:
@@ -49,9 +49,12 @@ class NodePaths:
         self._by_version: dict[tuple[str, int], tuple[LabelTree, dict[str, int]] | None] = {}
 
     def _load(self, labelset: str, version: int) -> tuple[LabelTree, dict[str, int]] | None:
-        before = self.backend.labelset(labelset).version
-        tree = self.backend.tree(labelset)
-        if before != version or self.backend.labelset(labelset).version != version:
+        from zsindex.labels.refs import parse_ref, pinned_key
+
+        name, _ = parse_ref(labelset)
+        try:  # exactly the version the result came from, current or pinned
+            tree = self.backend.tree(pinned_key(name, version))
+        except NotFoundError:  # deleted mid-run: no path to show
             return None
         if not tree.is_tree:
             return None

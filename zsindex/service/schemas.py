@@ -84,9 +84,10 @@ class ClassifyOptions(BaseModel):
         "server's ZSINDEX_FAST_DECODE (off).",
     )
     on_error: Literal["raise", "report"] = Field(
-        "raise",
-        description="'report': an image that cannot be decoded gets a result with 'error' set "
-        "instead of failing the request.",
+        "report",
+        description="'report' (default): an image that cannot be read gets a result with "
+        "'error' and 'error_code' and no predictions, and the others are classified; 'raise': "
+        "the request fails with that image's 413/415/422.",
     )
 
     @field_validator("rank")
@@ -148,7 +149,7 @@ class ClassifyMultipartRequest(BaseModel):
     min_confidence: float | None = None
     activation: Activation = "softmax"
     fast_decode: bool | None = None
-    on_error: Literal["raise", "report"] = "raise"
+    on_error: Literal["raise", "report"] = "report"
     images: list[bytes] = Field(
         description="One or more image files; each part's filename is echoed as 'image'.",
         json_schema_extra={"items": {"type": "string", "format": "binary"}},
