@@ -24,9 +24,10 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     # Ready means warm: the stored label set is loaded, at its current version.
     detail = ready.json()["detail"]
     assert detail["warm"] is True and detail["notifications"] == "off"  # SQLite: polling
-    assert detail["loaded"]["colors"]["version"] == client.get("/v1/labelsets/colors").json()[
-        "version"
-    ]
+    assert (
+        detail["loaded"]["colors"]["version"]
+        == client.get("/v1/labelsets/colors").json()["version"]
+    )
 
 
 def test_readyz_503_when_store_down(make_app, settings: Settings) -> None:
