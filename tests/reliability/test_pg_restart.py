@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from zsindex import Client
-from zsindex.config import Settings
+from zsindex.config import ServingConfig, Settings
 from zsindex.errors import StoreError, ZsindexError
 from zsindex.store.check import check_store
 from zsindex.store.repository import Store
@@ -165,7 +166,9 @@ def world(pg_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
         "web": client.add_labelset("web", ["cat", "dog"], model=MODEL, templates=["{}"]),
     }
     client.classify(embeddings=_unit(1, 9), labelset="loaded")  # now in memory
-    app = create_app(settings, LocalBackend(settings), refresh_interval_s=0.5)
+    # The server preloads "loaded" only: "cold" stays unloaded, so reading it needs the store.
+    served = replace(settings, serving=ServingConfig(preload=("loaded",)))
+    app = create_app(served, LocalBackend(served), refresh_interval_s=0.5)
     server = BackgroundServer(app).start()
     http = httpx.Client(
         base_url=server.base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
