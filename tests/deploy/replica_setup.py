@@ -89,3 +89,19 @@ def pg_schema(admin_engine: Any) -> Iterator[str]:
     finally:
         with admin_engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+DRAIN_S = 3.0  # > HAProxy's fall 2 x inter 400ms + a slow check on a busy machine
+SHUTDOWN_S = 10.0
+
+
+@contextmanager
+def replica_cluster(admin_engine: Any, directory: Path) -> Iterator[Any]:
+    """3 replicas behind HAProxy on a fresh PostgreSQL schema, with the tests' drain settings
+    (the module-scoped ``cluster`` fixture of the fast and the slow replica tests)."""
+    from deploy_cluster import Cluster
+
+    require_haproxy()
+    env = {"ZSINDEX_DRAIN_S": str(DRAIN_S), "ZSINDEX_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S)}
+    with pg_schema(admin_engine) as url, Cluster(url, directory, env=env) as cluster:
+        yield cluster

@@ -34,24 +34,17 @@ from deploy_load import (
     seed_labelset,
     verify,
 )
-from replica_setup import pg_schema, require_haproxy
+from replica_setup import DRAIN_S, SHUTDOWN_S, replica_cluster
 
 pytestmark = [pytest.mark.postgres]
 
-DRAIN_S = 3.0  # > HAProxy's fall 2 x inter 400ms + a slow check on a busy machine
-SHUTDOWN_S = 10.0
 PROPAGATION_FLOOR_S = 0.25
 SWAPS = 50
 
 
 @pytest.fixture(scope="module")
 def cluster(pg_admin_engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    require_haproxy()
-    env = {"ZSINDEX_DRAIN_S": str(DRAIN_S), "ZSINDEX_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S)}
-    with (
-        pg_schema(pg_admin_engine) as url,
-        Cluster(url, tmp_path_factory.mktemp("cluster"), env=env) as c,
-    ):
+    with replica_cluster(pg_admin_engine, tmp_path_factory.mktemp("cluster")) as c:
         yield c
 
 

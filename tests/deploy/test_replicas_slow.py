@@ -35,8 +35,7 @@ from deploy_load import (
     seed_labelset,
     verify,
 )
-from replica_setup import pg_schema, require_haproxy
-from test_replicas import DRAIN_S, SHUTDOWN_S
+from replica_setup import DRAIN_S, SHUTDOWN_S, replica_cluster, require_haproxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -47,12 +46,7 @@ SWAPS = 1000
 
 @pytest.fixture(scope="module")
 def cluster(pg_admin_engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    require_haproxy()
-    env = {"ZSINDEX_DRAIN_S": str(DRAIN_S), "ZSINDEX_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_S)}
-    with (
-        pg_schema(pg_admin_engine) as url,
-        Cluster(url, tmp_path_factory.mktemp("slow"), env=env) as c,
-    ):
+    with replica_cluster(pg_admin_engine, tmp_path_factory.mktemp("slow")) as c:
         yield c
 
 
