@@ -19,6 +19,7 @@ import io
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -197,6 +198,23 @@ class ImagePipeline:
         """
         options = self.options(options)
         check_options(loaded, options)  # before any image is read or the model loads
+        embedded = self.embed(
+            loaded, sources, names, fast_decode=bool(options.fast_decode), on_error=on_error
+        )
+        return self.score_embedded(loaded, embedded, names, options)
+
+    def embed(
+        self,
+        loaded: LoadedLabelSet,
+        sources: Sequence[ImageSource],
+        names: Sequence[str],
+        *,
+        fast_decode: bool,
+        on_error: OnError = "raise",
+    ) -> Embedded:
+        """L2-normalised embeddings of the images that could be read, with the model of
+        ``loaded`` (any label set of that model gives the same numbers), and the errors of
+        the others. Headers are checked first; decoding overlaps the forward passes."""
         errors: dict[int, ImageError] = {}
         for i, (source, name) in enumerate(zip(sources, names, strict=True)):
             try:
@@ -206,20 +224,19 @@ class ImagePipeline:
                     raise
                 errors[i] = exc
         todo = [i for i in range(len(sources)) if i not in errors]
-        embedded: dict[int, np.ndarray] = {}
+        rows: dict[int, np.ndarray] = {}
         if todo:
-            fast = bool(options.fast_decode)
 
             def prepare(i: int) -> Any:
                 try:
-                    return self.prepare(loaded, sources[i], names[i], fast_decode=fast)
+                    return self.prepare(loaded, sources[i], names[i], fast_decode=fast_decode)
                 except ImageError as exc:
                     return exc
 
             self.encoder(loaded).load()  # once, before the decode threads need its transform
-            for rows, inputs in _prepared_batches(todo, prepare, self.batch_size):
+            for batch, inputs in _prepared_batches(todo, prepare, self.batch_size):
                 good = []
-                for i, item in zip(rows, inputs, strict=True):
+                for i, item in zip(batch, inputs, strict=True):
                     if isinstance(item, ImageError):
                         if on_error == "raise":
                             raise item
@@ -228,19 +245,49 @@ class ImagePipeline:
                         good.append((i, item))
                 if good:
                     emb = self.encode(loaded, [x for _, x in good])
-                    embedded.update((i, emb[j]) for j, (i, _) in enumerate(good))
-        done = sorted(embedded)
+                    rows.update((i, emb[j]) for j, (i, _) in enumerate(good))
+        return Embedded(count=len(sources), rows=rows, errors=errors)
+
+    def score_embedded(
+        self,
+        loaded: LoadedLabelSet,
+        embedded: Embedded,
+        names: Sequence[str],
+        options: ClassifyOptions,
+    ) -> list[ClassificationResult]:
+        """Results in image order: scored embeddings, and an error result per failed image."""
+        done = sorted(embedded.rows)
         answers = iter(
             self.score(
-                loaded, np.stack([embedded[i] for i in done]), [names[i] for i in done], options
+                loaded,
+                np.stack([embedded.rows[i] for i in done]),
+                [names[i] for i in done],
+                options,
             )
             if done
             else []
         )
         return [
-            error_result(loaded, names[i], errors[i]) if i in errors else next(answers)
-            for i in range(len(sources))
+            error_result(loaded, names[i], embedded.errors[i])
+            if i in embedded.errors
+            else next(answers)
+            for i in range(embedded.count)
         ]
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Image embeddings by position, and the errors of the images that failed.
+
+    Attributes:
+        count: how many images were given.
+        rows: position → unit embedding ``[dim]`` (the images that could be read).
+        errors: position → why that image could not be read.
+    """
+
+    count: int
+    rows: dict[int, np.ndarray]
+    errors: dict[int, ImageError]
 
 
 def _prepared_batches(

@@ -41,12 +41,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from zsindex.cli import classify, db, demo, labels, serve
+    from zsindex.cli import batch, classify, db, demo, labels, serve
 
     cli.add_command(db.db)
     cli.add_command(labels.labels)
     cli.add_command(classify.classify)
     cli.add_command(classify.eval_command)
+    cli.add_command(batch.batch)
     cli.add_command(serve.serve)
     cli.add_command(demo.demo)
 
