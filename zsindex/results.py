@@ -97,6 +97,8 @@ class LabelSetInfo:
     stored and this is that version (``to_dict`` has the key only then)."""
     rollback_of: int | None = None
     """The version whose content this one serves again (``labels rollback``), else ``None``."""
+    model_fingerprint: str = ""
+    """The SHA-256 of the model's weights: stored image embeddings must come from the same."""
 
     def to_dict(self, *, detail: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -118,6 +120,7 @@ class LabelSetInfo:
                 current=self.current,
                 index=self.index,
                 rollback_of=self.rollback_of,
+                model_fingerprint=self.model_fingerprint,
             )
         if self.unchanged:
             out["unchanged"] = True

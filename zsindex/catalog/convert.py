@@ -57,4 +57,5 @@ def version_info(v: VersionRecord) -> LabelSetInfo:
         index=v.index_spec,
         unchanged=isinstance(v, UnchangedVersion),
         rollback_of=rollback_of(v.source),
+        model_fingerprint=v.model.weights_sha256,
     )

@@ -9,6 +9,7 @@ from typing import cast
 
 import click
 
+from zsindex.backend import Backend
 from zsindex.cli.context import CliState
 from zsindex.cli.files import image_input
 from zsindex.cli.output import info, print_json, print_table
@@ -54,8 +55,15 @@ def _image(path: Path) -> Path | bytes:
 
 
 @click.command("classify")
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
 @click.option("--labels", "labelset", required=True, help="Label set to classify against.")
+@click.option(
+    "--embeddings",
+    "embeddings_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="Classify stored image embeddings instead of images: Parquet from `zsindex batch "
+    "--save-embeddings` (a file or folder) or a .npy matrix.",
+)
 @click.option(
     "-k",
     "k",
@@ -97,6 +105,7 @@ def classify(
     state: CliState,
     paths: tuple[str, ...],
     labelset: str,
+    embeddings_path: Path | None,
     k: int,
     mode: str,
     rank: str | None,
@@ -109,7 +118,8 @@ def classify(
     as_csv: bool,
 ) -> None:
     """Classify image files or folders (recursive) against label set LABELS; "-" reads one
-    image from standard input.
+    image from standard input. With --embeddings, classify stored image embeddings instead
+    (no images, no image model: search speed).
 
     An image that cannot be read is reported in its own result (the table's "error:" line, the
     JSON object's "error", the CSV row's error column) and the run goes on.
@@ -135,10 +145,17 @@ def classify(
         fast_decode=fast_decode,
     ).check()
     backend = state.client().backend
+    fmt = "json" if as_json else "csv" if as_csv else "table"
+    if embeddings_path is not None:
+        if paths:
+            raise click.UsageError("give image PATHS or --embeddings, not both")
+        _classify_stored(backend, embeddings_path, labelset, options, fmt)
+        return
+    if not paths:
+        raise click.UsageError("give one or more image PATHS (or --embeddings FILE_OR_DIR)")
     items = list(iter_image_paths(paths))
     if not items:
         raise InvalidInputError("no image files found in " + ", ".join(paths))
-    fmt = "json" if as_json else "csv" if as_csv else "table"
     writer = ResultWriter(fmt, NodePaths(backend) if as_csv else None)
     failed: list[str] = []
     show_progress = len(items) > CHUNK and sys.stderr.isatty()
@@ -162,6 +179,32 @@ def classify(
     if failed:
         info(f"{len(failed)} of {len(items)} image(s) could not be classified (first: {failed[0]})")
         raise SystemExit(SOME_FAILED)
+
+
+def _classify_stored(
+    backend: Backend, path: Path, labelset: str, options: ClassifyOptions, fmt: str
+) -> None:
+    """``classify --embeddings``: one version for the whole file, its model checked first."""
+    from zsindex.batch.stored import read_stored
+    from zsindex.cli.classify_output import NodePaths, ResultWriter
+
+    info_ = backend.labelset(labelset)
+    pinned = f"{info_.name}@{info_.version}"
+    stored = read_stored(path)
+    stored.check_model(pinned, info_.model, info_.model_fingerprint, info_.dim)
+    if stored.skipped:
+        info(f"{stored.skipped} row(s) of {path} hold no embedding (unreadable images): skipped")
+    writer = ResultWriter(fmt, NodePaths(backend) if fmt == "csv" else None)
+    step = 4096
+    for start in range(0, len(stored.sources), step):
+        for result in backend.classify(
+            pinned,
+            embeddings=stored.vectors[start : start + step],
+            image_names=stored.sources[start : start + step],
+            options=options,
+        ):
+            writer.write(result)
+    writer.close()
 
 
 @click.command("eval")
