@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from batch_support import Archive
 
 from zsindex.config import Settings
@@ -44,36 +45,58 @@ def _committed(out: Path) -> int:
     return len(list(folder.glob("part-*.parquet"))) if folder.is_dir() else 0
 
 
-def test_killed_local_job_resumes_exactly_once(
-    archive: Archive, store: Settings, tmp_path: Path, read_predictions: Any
-) -> None:
+def _kill_and_resume(
+    archive: Archive, store: Settings, tmp_path: Path, read_predictions: Any, kills: int
+) -> int:
+    """Kill the job ``kills`` times, each after it committed two more parts, then let it
+    finish; return how many kills landed before the job was done."""
     inputs = [str(archive.folder), *map(str, archive.shards)]
-    total_parts = -(-(archive.images + 28) // 2)
+    images = archive.images + 28
     reference = tmp_path / "reference"
     assert _job(store, inputs, reference).wait(timeout=300) == 3  # hostile files: exit 3
-    kills = 0
+    landed = 0
     out = tmp_path / "out"
-    for _ in range(3):  # kill the job three times at different points, then let it finish
+    for _ in range(kills):
         proc = _job(store, inputs, out)
         start = _committed(out)
         deadline = time.monotonic() + 120
         while _committed(out) < start + 2 and proc.poll() is None:
             assert time.monotonic() < deadline, "the job committed nothing for 120 s"
-            time.sleep(0.01)
+            time.sleep(0.005)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            kills += 1
+            landed += 1
         proc.wait(timeout=60)
-        assert _committed(out) < total_parts or proc.returncode == 3
-    assert kills >= 2, "the job finished before it could be killed"
+        if proc.returncode == 3:  # it finished before the kill: start over, keep killing
+            for part in (out / "predictions").glob("part-*.parquet"):
+                if int(part.stem.split("-")[1]) % 3:
+                    part.unlink()  # as if those parts had never been committed
     final = _job(store, inputs, out)
     assert final.wait(timeout=300) == 3, final.stderr.read() if final.stderr else ""
     rows = read_predictions(out)
     keys = [(r["labelset"], r["input_index"]) for r in rows]
-    assert len(keys) == len(set(keys)) == 2 * (archive.images + 28)
+    assert len(keys) == len(set(keys)) == 2 * images
     assert rows == read_predictions(reference)
     import pyarrow.dataset as ds
 
     emb = ds.dataset(out / "embeddings", format="parquet").to_table()
-    assert sorted(emb.column("input_index").to_pylist()) == list(range(archive.images + 28))
+    assert sorted(emb.column("input_index").to_pylist()) == list(range(images))
     assert not [p for p in out.rglob(".*.tmp")], "a temporary part was left visible"
+    return landed
+
+
+def test_killed_local_job_resumes_exactly_once(
+    archive: Archive, store: Settings, tmp_path: Path, read_predictions: Any
+) -> None:
+    assert _kill_and_resume(archive, store, tmp_path, read_predictions, kills=3) >= 2
+
+
+@pytest.mark.slow
+def test_killed_local_job_soak(
+    archive: Archive, store: Settings, tmp_path: Path, read_predictions: Any
+) -> None:
+    """B1 soak: SOAK_KILLS (default 25) kills of one local job, every output exactly once."""
+    kills = int(os.environ.get("SOAK_KILLS", "25"))
+    landed = _kill_and_resume(archive, store, tmp_path, read_predictions, kills=kills)
+    print(f"batch local soak: {landed} of {kills} kills landed mid-job")
+    assert landed >= kills // 2

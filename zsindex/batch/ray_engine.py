@@ -16,7 +16,6 @@ for a local cluster on one machine).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -251,7 +250,7 @@ def _connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     ray.init(
-        address=address or os.environ.get("RAY_ADDRESS") or None,
+        address=address,  # None: Ray's own RAY_ADDRESS, else a local cluster
         include_dashboard=False,
         logging_level=logging.WARNING,
         log_to_driver=False,
