@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -81,3 +82,13 @@ def read_predictions() -> Callable[[Path], list[dict[str, object]]]:
         return sorted(table.to_pylist(), key=lambda r: (r["labelset"], r["input_index"]))
 
     return read
+
+
+@pytest.fixture
+def cli_env(store: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key in list(os.environ):
+        if key.startswith("ZSINDEX_") and key != "ZSINDEX_REQUIRE_POSTGRES":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("ZSINDEX_HOME", str(store.home))
+    monkeypatch.setenv("ZSINDEX_DEVICE", "cpu")
+    return store

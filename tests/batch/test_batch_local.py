@@ -12,52 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_support import Archive, make_settings, register
+from batch_support import Archive, assert_same, classify_json, make_settings, register
 
 from zsindex.batch import run
 from zsindex.config import Settings
 from zsindex.errors import ConflictError, InvalidInputError
-
-TOL = 1e-6
-
-
-@pytest.fixture
-def cli_env(store: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for key in list(os.environ):
-        if key.startswith("ZSINDEX_") and key != "ZSINDEX_REQUIRE_POSTGRES":
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("ZSINDEX_HOME", str(store.home))
-    monkeypatch.setenv("ZSINDEX_DEVICE", "cpu")
-    return store
-
-
-def classify_json(zs: Any, *args: str) -> dict[str, dict[str, Any]]:
-    result = zs("classify", *args, "--json")
-    assert result.code in (0, 3), result.err
-    return {r["image"]: r for r in result.json()}
-
-
-def assert_same(rows: list[dict[str, Any]], expected: dict[str, dict[str, Any]]) -> None:
-    """Each batch row equals classify's result for that image (labels exactly, numbers to
-    1e-6, the same error code)."""
-    assert {r["source"] for r in rows} == set(expected)
-    for row in rows:
-        want = expected[row["source"]]
-        assert row["version"] == want["version"]
-        if "error" in want:
-            assert row["error"]["code"] == want["error_code"]
-            assert row["labels"] == []
-            continue
-        assert row["error"] is None
-        assert row["labels"] == [p["label"] for p in want["predictions"]]
-        for got, p in zip(row["probabilities"], want["predictions"], strict=True):
-            assert abs(got - p["probability"]) <= TOL
-        for got, p in zip(row["scores"], want["predictions"], strict=True):
-            assert abs(got - p["score"]) <= TOL
-        if "path" in want:
-            assert [s["label"] for s in row["path"]] == [s["label"] for s in want["path"]]
-            for got, s in zip(row["path"], want["path"], strict=True):
-                assert abs(got["probability"] - s["probability"]) <= TOL
 
 
 def test_folder_matches_classify_json(

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_support import Archive
+from batch_support import TOL, Archive, assert_same, classify_json
 
 from zsindex.batch import RayOptions, run
 from zsindex.config import Settings
 
-TOL = 1e-6
 ACTOR_TITLE = b"ClassifyActor"
 
 
@@ -54,9 +53,15 @@ def _assert_rows_equal(got: list[dict[str, Any]], want: list[dict[str, Any]]) ->
             assert [s["label"] for s in a["path"]] == [s["label"] for s in b["path"]]
 
 
-def test_ray_equals_local(
-    ray_cluster: None, archive: Archive, store: Settings, tmp_path: Path, read_predictions: Any
+def test_ray_equals_local_and_classify_json(
+    ray_cluster: None,
+    archive: Archive,
+    cli_env: Settings,
+    zs: Any,
+    tmp_path: Path,
+    read_predictions: Any,
 ) -> None:
+    store = cli_env
     labels = ["shapes", "colors:k=3", "shape-tree:mode=beam"]
     local = tmp_path / "local"
     run(_inputs(archive), labels, local, settings=store, part_size=16, save_embeddings=True)
@@ -72,7 +77,19 @@ def test_ray_equals_local(
         ray=RayOptions(workers=2, num_cpus_per_worker=0.75, batch_size=8),
     )
     assert summary.engine == "ray" and summary.parts_skipped == 0
-    _assert_rows_equal(read_predictions(on_ray), read_predictions(local))
+    ray_rows = read_predictions(on_ray)
+    _assert_rows_equal(ray_rows, read_predictions(local))
+    folder = str(archive.folder)
+    in_folder = [r for r in ray_rows if r["input_index"] < archive.images]
+    for name, extra in (
+        ("shapes", ()),
+        ("colors", ("-k", "3")),
+        ("shape-tree", ("--mode", "beam")),
+    ):
+        assert_same(
+            [r for r in in_folder if r["labelset"] == name],
+            classify_json(zs, folder, "--labels", name, *extra),
+        )
     import numpy as np
     import pyarrow.dataset as ds
 
