@@ -110,8 +110,16 @@ def _duration(seconds: float) -> str:
     help="INPUTS are stored embeddings (Parquet from --save-embeddings, or .npy), not images.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace another job's output in --output.")
-@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1, MAX_K))
-@click.option("--mode", type=click.Choice(MODES), default="flat", show_default=True)
+@click.option(
+    "-k", "k", default=5, show_default=True, type=click.IntRange(1, MAX_K), help="Top k per row."
+)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="flat",
+    show_default=True,
+    help="flat (leaves), beam, marginal or chils (trees).",
+)
 @click.option("--rank", help="Stop at this named rank or depth (tree modes).")
 @click.option("--beam", type=click.IntRange(1, MAX_BEAM), help="Nodes kept per level (beam).")
 @click.option("--within", help="Restrict to the subtree of this node (trees).")
