@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from zsindex.labels.spec import LabelSetSpec
@@ -57,4 +59,6 @@ def version_info(v: VersionRecord) -> LabelSetInfo:
         index=v.index_spec,
         unchanged=isinstance(v, UnchangedVersion),
         rollback_of=rollback_of(v.source),
+        temperature=v.temperature,
+        provenance=json.loads(v.provenance) if v.provenance else {},
     )

@@ -41,7 +41,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from zsindex.cli import classify, db, demo, labels, serve
+    from zsindex.cli import calibrate, classify, db, demo, labels, serve
 
     cli.add_command(db.db)
     cli.add_command(labels.labels)
@@ -49,6 +49,7 @@ def _register_commands() -> None:
     cli.add_command(classify.eval_command)
     cli.add_command(serve.serve)
     cli.add_command(demo.demo)
+    cli.add_command(calibrate.calibrate)
 
 
 _register_commands()
