@@ -44,7 +44,7 @@ def test_ece_bin_edges_belong_to_the_lower_bin() -> None:
 
 def test_perfectly_calibrated_bins_give_zero_ece() -> None:
     conf = np.array([0.8] * 5 + [0.4] * 5)
-    hit = np.array([1, 1, 1, 1, 0] + [1, 1, 0, 0, 0], dtype=bool)
+    hit = np.array([1, 1, 1, 1, 0, 1, 1, 0, 0, 0], dtype=bool)
     assert ece(conf, hit) == pytest.approx(0.0, abs=1e-12)
 
 
