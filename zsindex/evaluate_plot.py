@@ -18,7 +18,7 @@ from zsindex.errors import InvalidInputError
 
 CELL_TEXT_MAX = 30
 """Up to this many classes every cell shows its count."""
-TICKS_MAX = 60
+TICKS_MAX = 120
 """Beyond this many classes only every n-th class is named on the axes."""
 
 
@@ -51,9 +51,13 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     classes = list(report["classes"])
     matrix, cols = confusion(samples["truth"], samples["predicted"], classes)
     n = len(classes)
-    side = min(max(6.0, 0.16 * n + 3.0), 22.0)
-    fig = plt.figure(figsize=(6.5 + side, max(6.5, side)), dpi=110)
-    grid = fig.add_gridspec(2, 2, width_ratios=[6.5, side], height_ratios=[3, 1])
+    side = min(max(6.5, 0.17 * n + 3.0), 24.0)
+    height = max(7.5, side)
+    fig = plt.figure(figsize=(7.0 + side, height), dpi=100 if n <= 60 else 130)
+    # The reliability panels keep their own size (about 5 + 1.8 inches) however tall the
+    # confusion matrix grows; the rest of the left column stays empty.
+    rest = max(height - 7.5, 0.01)
+    grid = fig.add_gridspec(3, 2, width_ratios=[7.0, side], height_ratios=[5.0, 1.8, rest])
     _reliability(fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0]), report, samples)
     _confusion(fig.add_subplot(grid[:, 1]), matrix, classes, cols, fig)
     fig.suptitle(
@@ -131,7 +135,7 @@ def _confusion(ax: Any, matrix: np.ndarray, classes: list[str], cols: list[str],
     ax.set_ylabel("true")
     title = "Confusion matrix (rows normalised)"
     if step > 1:
-        title += f"; every {step}th class named"
+        title += f"; one class in {step} named"
     ax.set_title(title)
     if n <= CELL_TEXT_MAX:
         for i in range(n):

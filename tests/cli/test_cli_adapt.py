@@ -185,3 +185,40 @@ def test_bad_alpha_and_small_calibration_sets(colors, tmp_path: Path) -> None:  
     run = zs("calibrate", "colors", str(folder))
     assert run.code == 1 and "too small to fit" in run.err
     assert len(zs("labels", "history", "colors", "--json").json()) == 1
+
+
+@pytest.mark.parametrize("classes", [6, 100])
+def test_plot_for_few_and_many_classes(tmp_path: Path, classes: int) -> None:
+    from zsindex.evaluate_plot import confusion, write_plot
+
+    rng = np.random.default_rng(classes)
+    names = [f"class {i}" for i in range(classes)]
+    truth = [names[i % classes] for i in range(3 * classes)]
+    predicted = [t if rng.random() < 0.6 else str(rng.choice([*names, "elsewhere"])) for t in truth]
+    conf = rng.uniform(0.2, 1.0, len(truth)).tolist()
+    report = {
+        "labelset": "x",
+        "version": 1,
+        "n": len(truth),
+        "top1": 0.6,
+        "ece": 0.1,
+        "nll": 1.0,
+        "brier": 0.5,
+        "classes": names,
+        "_samples": {
+            "confidence": conf,
+            "correct": [t == p for t, p in zip(truth, predicted, strict=True)],
+            "truth": truth,
+            "predicted": predicted,
+        },
+    }
+    matrix, cols = confusion(truth, predicted, names)
+    assert matrix.sum() == len(truth) and matrix.shape[0] == classes
+    assert (cols[-1] == "(other)") is ("elsewhere" in predicted)
+    path = tmp_path / "plot.png"
+    write_plot(report, path)
+    with Image.open(path) as im:
+        # Many classes get a larger canvas, so every class name keeps a readable size.
+        assert im.format == "PNG" and im.size[1] >= (2000 if classes == 100 else 700)
+    with pytest.raises(Exception, match="cannot write the plot"):
+        write_plot(report, tmp_path / "missing" / "plot.png")
