@@ -19,7 +19,14 @@ from zsindex.catalog.calibration import (
     softmax_rows,
     suggest_threshold,
 )
-from zsindex.catalog.tuning import ALPHA_GRID, blend, check_alpha, example_means, loo_alpha
+from zsindex.catalog.tuning import (
+    ALPHA_GRID,
+    DEFAULT_ALPHA,
+    blend,
+    check_alpha,
+    example_means,
+    loo_alpha,
+)
 from zsindex.errors import InvalidInputError
 
 
@@ -152,6 +159,8 @@ def test_leave_one_out_matches_an_explicit_loop() -> None:
     for a in ALPHA_GRID:
         hits, losses = [], []
         for i in range(len(rows)):
+            if (rows == rows[i]).sum() < 2:
+                continue  # label 2's only example is not a query
             keep = np.arange(len(rows)) != i
             means, counts = example_means(emb[keep], rows[keep], labels)
             vectors = blend(text, means, counts, a).astype(np.float64)
@@ -163,6 +172,14 @@ def test_leave_one_out_matches_an_explicit_loop() -> None:
         assert choice.nll[a] == pytest.approx(np.mean(losses), rel=1e-4, abs=1e-5), a
     best = min(ALPHA_GRID, key=lambda a: (-choice.accuracy[a], choice.nll[a], a))
     assert choice.alpha == best
+
+
+def test_leave_one_out_with_one_example_per_label_takes_the_default() -> None:
+    rng = np.random.default_rng(6)
+    text = _unit(rng.normal(size=(3, 8)))
+    emb = _unit(rng.normal(size=(3, 8)))
+    choice = loo_alpha(text, emb, np.arange(3), np.arange(3), 50.0)
+    assert choice.alpha == DEFAULT_ALPHA and choice.accuracy == {}
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "x", True])

@@ -140,6 +140,7 @@ def write_tuned(
     columns = store.load_labels(base.version_id)
     means, counts = example_means(embeddings, positions, len(text))
     choice = None
+    mode = "auto" if alpha == "auto" else "given"
     if alpha == "auto":
         candidates = np.sort(base_loaded.order[_candidate_rows(base_loaded)])
         on_candidates = np.isin(positions, candidates)
@@ -155,6 +156,8 @@ def write_tuned(
             base_loaded.logit_scale * base.temperature,  # the model's own scale
         )
         value = choice.alpha
+        if not choice.accuracy:  # no label has two examples: leave-one-out had no query
+            mode = "auto-default"
     else:
         value = float(alpha)
     matrix = blend(text, means, counts, value)
@@ -165,11 +168,11 @@ def write_tuned(
     tune: dict[str, Any] = {
         "source_version": base.version,
         "alpha": value,
-        "alpha_mode": "auto" if alpha == "auto" else "given",
+        "alpha_mode": mode,
         "examples": {k: len(v) for k, v in sorted(per_label.items())},
         "images": {k: sorted(v) for k, v in sorted(per_label.items())},
     }
-    if choice is not None:
+    if choice is not None and choice.accuracy:
         tune["loo_accuracy"] = {f"{a:g}": acc for a, acc in choice.accuracy.items()}
     return store.create_version(
         NewVersion(

@@ -6,9 +6,12 @@ zero-shot, α = 1 the image prototype alone. Classification stays one nearest-ne
 over the blended rows.
 
 ``alpha="auto"`` picks α from :data:`ALPHA_GRID` by leave-one-out on the examples: each example
-is classified against vectors built without it (its own label's mean from the others, or the
-text vector when it was the only one); the best top-1, ties broken by the lower NLL, then the
-smaller α. Pure numpy; the store writes are :mod:`zsindex.catalog.adapt`'s.
+of a label with at least two is classified against vectors built without it (its own label's
+mean from the others); the best top-1, ties broken by the lower NLL, then the smaller α. An
+example that is its label's only one is not a query (without it its label would fall back to
+text while every other label keeps its images, which always favours α = 0); with no label of
+two examples, ``auto`` takes :data:`DEFAULT_ALPHA`. Pure numpy; the store writes are
+:mod:`zsindex.catalog.adapt`'s.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from zsindex.errors import InvalidInputError
 
 ALPHA_GRID = tuple(round(i / 20, 2) for i in range(21))
 """The α values ``auto`` tries: 0, 0.05, …, 1."""
+DEFAULT_ALPHA = 0.5
+"""What ``auto`` takes when no label has two examples (leave-one-out has no query)."""
 
 
 def check_alpha(alpha: float | str) -> float | str:
@@ -85,7 +90,8 @@ def loo_alpha(
     logit_scale: float,
     grid: tuple[float, ...] = ALPHA_GRID,
 ) -> AlphaChoice:
-    """Choose α by leave-one-out over the examples.
+    """Choose α by leave-one-out over the examples (queries: examples of labels with at
+    least two; none: :data:`DEFAULT_ALPHA`, with empty scores).
 
     Args:
         text: unit text rows [N, dim] (registration order).
@@ -119,6 +125,9 @@ def loo_alpha(
     accuracy: dict[float, float] = {}
     losses: dict[float, float] = {}
     idx = np.arange(len(x))
+    queries = own_has  # an only example leaves its label without images: not a fair query
+    if not queries.any():
+        return AlphaChoice(alpha=DEFAULT_ALPHA, accuracy={}, nll={})
     for a in grid:
         norm = np.sqrt(np.maximum((1 - a) ** 2 + a**2 + 2 * a * (1 - a) * tm, 1e-24))
         scores = np.where(hc[None, :], ((1 - a) * xt + a * xm) / norm[None, :], xt)
@@ -128,7 +137,7 @@ def loo_alpha(
         z = scores * logit_scale
         zmax = z.max(axis=1)
         lse = zmax + np.log(np.exp(z - zmax[:, None]).sum(axis=1))
-        accuracy[a] = float(np.mean(scores.argmax(axis=1) == truth))
-        losses[a] = float(np.mean(lse - z[idx, truth]))
+        accuracy[a] = float(np.mean((scores.argmax(axis=1) == truth)[queries]))
+        losses[a] = float(np.mean((lse - z[idx, truth])[queries]))
     best = min(grid, key=lambda a: (-accuracy[a], losses[a], a))
     return AlphaChoice(alpha=float(best), accuracy=accuracy, nll=losses)
