@@ -224,5 +224,10 @@ def test_tree_examples_name_nodes_or_paths(db_url: str, tmp_path: Path) -> None:
         counts = info.provenance["tune"]["examples"]
         assert sum(counts.values()) == 4 and len(counts) == 2
         assert json.dumps(info.provenance)  # JSON-clean
+        # Calibration fits flat probabilities over the leaves: an internal node is refused.
+        many = [render_shape("circle", "red", 64, rng) for _ in range(12)]
+        with pytest.raises(InvalidInputError, match="must be leaves"):
+            c.calibrate("shape-tree", {"circle": many[:6], paths[1]: many[6:]})
+        assert len(c.history("shape-tree")) == 2
     finally:
         c.close()
