@@ -297,8 +297,8 @@ def history(state: CliState, name: str, as_json: bool) -> None:
                 "created",
                 "current",
                 "digest",
-                "rollback of",
                 "adapted",
+                "rollback of",
             ],
             [
                 [
@@ -308,8 +308,8 @@ def history(state: CliState, name: str, as_json: bool) -> None:
                     v.created_at,
                     "*" if v.current else "",
                     v.digest[:12],
-                    v.rollback_of or "",
                     _adapted(v),
+                    v.rollback_of or "",
                 ]
                 for v in versions
             ],
