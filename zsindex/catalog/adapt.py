@@ -46,19 +46,6 @@ def text_base(store: Store, current: VersionRecord) -> VersionRecord:
     return current
 
 
-def check_model(loaded: LoadedLabelSet, weights_sha256: str, dim: int) -> None:
-    """Refuse examples encoded by another model than the one the label set's vectors belong
-    to (their embeddings would live in another space)."""
-    model = loaded.model
-    if weights_sha256 != model.weights_sha256 or dim != loaded.record.dim:
-        raise InvalidInputError(
-            f"label set {loaded.name!r} holds embeddings of model {model.name!r} (weights "
-            f"{model.weights_sha256[:12]}, dim {loaded.record.dim}) but its images would be "
-            f"encoded by weights {weights_sha256[:12]} (dim {dim}); register it again with the "
-            "model you have"
-        )
-
-
 def _norm(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold().replace("_", " ").strip()
 

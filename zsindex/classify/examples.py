@@ -38,6 +38,19 @@ def image_digest(source: ImageSource, name: str) -> str:
     return digest.hexdigest()
 
 
+def check_model(loaded: LoadedLabelSet, weights_sha256: str, dim: int) -> None:
+    """Refuse examples encoded by another model than the one the label set's vectors belong
+    to (their embeddings would live in another space)."""
+    model = loaded.model
+    if weights_sha256 != model.weights_sha256 or dim != loaded.record.dim:
+        raise InvalidInputError(
+            f"label set {loaded.name!r} holds embeddings of model {model.name!r} (weights "
+            f"{model.weights_sha256[:12]}, dim {loaded.record.dim}) but its images would be "
+            f"encoded by weights {weights_sha256[:12]} (dim {dim}); register it again with the "
+            "model you have"
+        )
+
+
 def embed_examples(
     pipeline: ImagePipeline,
     loaded: LoadedLabelSet,
@@ -51,8 +64,6 @@ def embed_examples(
         InvalidInputError: no images, or the model is not the one ``loaded``'s vectors belong
             to.
     """
-    from zsindex.catalog.adapt import check_model
-
     if not sources:
         raise InvalidInputError("no example images given")
     for source, name in zip(sources, names, strict=True):
