@@ -85,9 +85,13 @@ def test_client_signatures() -> None:
         "min_confidence=None",
         "activation='softmax'",
         "fast_decode=None",
+        "reject_below=None",
         "options=None",
         "on_error='raise'",
     ]
+    # Few-shot and calibration (issue 18): {label: images}, a new version each.
+    assert _params(Client.tune_labelset) == ["self", "name", "examples", "alpha='auto'"]
+    assert _params(Client.calibrate) == ["self", "name", "examples", "target_precision=None"]
     for name in ("labelsets", "labelset", "history", "delete_labelset", "embeddings", "tree"):
         assert callable(getattr(Client, name)), name
     # Version pinning: reads take NAME@N; a rollback publishes version N as a new current one.
@@ -107,6 +111,7 @@ def test_options_fields() -> None:
         "min_confidence",
         "activation",
         "fast_decode",
+        "reject_below",
     ]
     result_fields = list(results.ClassificationResult.__dataclass_fields__)
     assert result_fields[:5] == ["image", "labelset", "version", "predictions", "path"]

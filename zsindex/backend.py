@@ -93,6 +93,31 @@ class Backend(Protocol):
         indices, ranks)."""
         ...
 
+    def tune_labelset(
+        self,
+        name: str,
+        labels: Sequence[str],
+        images: Sequence[ImageInput],
+        *,
+        alpha: float | str = "auto",
+        image_names: Sequence[str] | None = None,
+    ) -> LabelSetInfo:
+        """A few-shot version of ``name`` from labelled example images (one label per
+        image); ``alpha`` in [0, 1] or ``"auto"``."""
+        ...
+
+    def calibrate_labelset(
+        self,
+        name: str,
+        labels: Sequence[str],
+        images: Sequence[ImageInput],
+        *,
+        target_precision: float | None = None,
+        image_names: Sequence[str] | None = None,
+    ) -> LabelSetInfo:
+        """A new version of ``name`` with a temperature fitted on labelled images."""
+        ...
+
     def classify(
         self,
         labelset: str,

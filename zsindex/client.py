@@ -207,6 +207,48 @@ class Client:
         indices (``-1`` for roots), depths and ranks."""
         return self._backend.tree(name)
 
+    # -- adaptation ---------------------------------------------------------------------------
+
+    def tune_labelset(
+        self,
+        name: str,
+        examples: Mapping[str, Sequence[ImageInput]],
+        *,
+        alpha: float | str = "auto",
+    ) -> LabelSetInfo:
+        """Few-shot: a new version of ``name`` whose vectors blend each label's text embedding
+        with the mean embedding of its example images, ``normalise((1 − alpha)·text + alpha·
+        image mean)``; labels without examples keep their text vector. It always starts from
+        the text version (tuning again never compounds); its provenance (source version,
+        alpha, example counts, image digests) is in :attr:`LabelSetInfo.provenance`.
+
+        Args:
+            examples: label (a name; for a tree a node name or an ``a/b/c`` path) → images.
+            alpha: the blend in [0, 1], or ``"auto"``: chosen by leave-one-out on the examples.
+        """
+        labels, images = _flatten_examples(examples)
+        return self._backend.tune_labelset(name, labels, images, alpha=alpha)
+
+    def calibrate(
+        self,
+        name: str,
+        examples: Mapping[str, Sequence[ImageInput]],
+        *,
+        target_precision: float | None = None,
+    ) -> LabelSetInfo:
+        """Fit a temperature T on labelled images (minimum NLL) and store it in a new version:
+        probabilities become softmax(logit_scale / T · cosine), the ranking is unchanged. The
+        fit (T, NLL and ECE before and after, a ``reject_below`` suggested per target
+        precision, ``target_precision`` included) is ``provenance["calibration"]``.
+
+        Args:
+            examples: leaf label → images (at least 10 images in at least 2 labels).
+        """
+        labels, images = _flatten_examples(examples)
+        return self._backend.calibrate_labelset(
+            name, labels, images, target_precision=target_precision
+        )
+
     # -- classification -----------------------------------------------------------------------
 
     def classify(
@@ -223,6 +265,7 @@ class Client:
         min_confidence: float | None = None,
         activation: Activation = "softmax",
         fast_decode: bool | None = None,
+        reject_below: float | None = None,
         options: ClassifyOptions | None = None,
         on_error: OnError = "raise",
     ) -> list[ClassificationResult]:
@@ -244,6 +287,8 @@ class Client:
                 (:data:`zsindex.options.OPTION_RULES`).
             fast_decode: JPEG draft-mode decoding (faster, not bit-exact); ``None``: the
                 ``ZSINDEX_FAST_DECODE`` setting.
+            reject_below: "none of these": a result whose top probability is below this is
+                marked ``rejected`` (its predictions stay listed).
             options: all of the above as one object (then the keyword options are ignored).
             on_error: ``raise`` the first image error, or ``report`` it in that image's result
                 (``result.error``) and go on.
@@ -263,6 +308,7 @@ class Client:
                 min_confidence=min_confidence,
                 activation=activation,
                 fast_decode=fast_decode,
+                reject_below=reject_below,
             )
         options = options.check()
         if on_error not in ("raise", "report"):
@@ -284,6 +330,25 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _flatten_examples(
+    examples: Mapping[str, Sequence[ImageInput]],
+) -> tuple[list[str], list[ImageInput]]:
+    """(one label per image, the images) from ``{label: images}``."""
+    if not isinstance(examples, Mapping):
+        raise InvalidInputError("examples must map each label to a list of its images")
+    labels: list[str] = []
+    images: list[ImageInput] = []
+    for label, items in examples.items():
+        if not isinstance(label, str) or not label:
+            raise InvalidInputError(f"example labels must be non-empty strings, got {label!r}")
+        group = _image_list(items)
+        labels.extend([label] * len(group))
+        images.extend(group)
+    if not images:
+        raise InvalidInputError("no example images given")
+    return labels, images
 
 
 def _is_one_image(value: Any) -> bool:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zsindex.errors import InvalidInputError
-from zsindex.options import ClassifyOptions, check_fits
+from zsindex.options import MAX_K, ClassifyOptions, check_fits
+from zsindex.results import Prediction
 
 if TYPE_CHECKING:
     from zsindex.classify.tree import Tree
@@ -97,10 +98,10 @@ def answer_rows(tree: LabelTree, options: ClassifyOptions) -> tuple[list[int], s
 
 def _folder_labels(
     folders: list[str], client: Client, labelset: str, options: ClassifyOptions
-) -> dict[str, str]:
+) -> tuple[dict[str, str], int]:
     """Each class folder's label as predictions spell it. A node whose name is repeated is
     predicted as its path (``circle/red``), which a folder name cannot be: such a folder is an
-    error naming the nodes it could mean."""
+    error naming the nodes it could mean. Also: how many rows a prediction can name."""
     from zsindex.classify.tree import unique_labels
 
     tree = client.tree(labelset)
@@ -122,7 +123,7 @@ def _folder_labels(
                 f"({', '.join(by_name[name][:5])}): a folder can name only one; rename the "
                 "nodes or evaluate on a label set where the name is unique"
             )
-    return {folder: by_name[name][0] for folder, name in mapping.items()}
+    return {folder: by_name[name][0] for folder, name in mapping.items()}, len(rows)
 
 
 def evaluate_folder(
@@ -140,6 +141,12 @@ def evaluate_folder(
 
     Files that cannot be classified (unreadable, not an image) are not counted in ``n``: they
     are counted in ``errors`` and the first few are listed in ``error_samples``.
+
+    Calibration: ``ece`` (15 equal-width bins of the top probability), ``nll`` and ``brier``
+    over every answer's probability (exact up to 10,000 answers and in flat and marginal
+    modes; beyond, and for answers a beam dropped, the remaining mass is spread evenly), and
+    ``coverage``: accuracy against the share kept for ``reject_below`` thresholds. The key
+    ``_samples`` holds the per-image values ``eval --plot`` draws (the CLI drops it).
     """
     options = replace(options or ClassifyOptions(), k=5).check()
     folders = sorted(
@@ -147,7 +154,10 @@ def evaluate_folder(
     )
     if not folders:
         raise InvalidInputError(f"{directory}: no class sub-folders (ImageFolder layout expected)")
-    mapping = _folder_labels(folders, client, labelset, options)
+    mapping, num_answers = _folder_labels(folders, client, labelset, options)
+    # Every answer's probability (up to MAX_K) for NLL and Brier; top-1/top-5 read the first.
+    options = replace(options, k=max(5, min(num_answers, MAX_K))).check()
+    probs = ProbabilityStats(num_answers)
     items: list[tuple[Path, str]] = []
     for folder in folders:
         for path in sorted(p for p in (directory / folder).rglob("*") if p.is_file()):
@@ -172,6 +182,7 @@ def evaluate_folder(
                 errors.append(result.error)
                 continue
             labels = [p.label for p in result.predictions]
+            probs.add(truth, result.predictions)
             truths.append(truth)
             hits1.append(bool(labels) and labels[0] == truth)
             hits5.append(truth in labels[:5])
@@ -200,4 +211,55 @@ def evaluate_folder(
         "confusions": [
             {"true": t, "predicted": p, "count": c} for (t, p), c in confusions.most_common(10)
         ],
+        **probs.report(),
+        "classes": sorted(set(truths)),
+        "_samples": probs.samples(),
     }
+
+
+class ProbabilityStats:
+    """Per image: the top probability, whether it was right, the true answer's probability
+    and Σ p² — what ECE, NLL, Brier and the coverage curve need."""
+
+    def __init__(self, num_answers: int) -> None:
+        self.num_answers = num_answers
+        self.confidence: list[float] = []
+        self.correct: list[bool] = []
+        self.p_true: list[float] = []
+        self.sum_sq: list[float] = []
+        self.truth: list[str] = []
+        self.predicted: list[str] = []
+
+    def add(self, truth: str, predictions: list[Prediction]) -> None:
+        probs = np.array([p.probability for p in predictions], dtype=np.float64)
+        labels = [p.label for p in predictions]
+        rest = max(0.0, 1.0 - float(probs.sum()))
+        unseen = max(self.num_answers - len(predictions), 0)
+        spread = rest / unseen if unseen else 0.0
+        self.confidence.append(float(probs[0]) if len(probs) else 0.0)
+        self.correct.append(bool(labels) and labels[0] == truth)
+        self.p_true.append(float(probs[labels.index(truth)]) if truth in labels else spread)
+        self.sum_sq.append(float(np.sum(probs**2)) + unseen * spread**2)
+        self.truth.append(truth)
+        self.predicted.append(labels[0] if labels else "")
+
+    def report(self) -> dict[str, Any]:
+        from zsindex.catalog.calibration import ece, selective_curve
+
+        conf = np.array(self.confidence)
+        hit = np.array(self.correct)
+        p_true = np.maximum(np.array(self.p_true), 1e-12)
+        return {
+            "ece": ece(conf, hit),
+            "nll": float(-np.mean(np.log(p_true))),
+            "brier": float(np.mean(np.array(self.sum_sq) - 2 * np.array(self.p_true) + 1.0)),
+            "coverage": selective_curve(conf, hit),
+        }
+
+    def samples(self) -> dict[str, list[Any]]:
+        return {
+            "confidence": self.confidence,
+            "correct": self.correct,
+            "truth": self.truth,
+            "predicted": self.predicted,
+        }

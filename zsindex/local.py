@@ -202,6 +202,96 @@ class LocalBackend:
     def tree(self, name: str) -> LabelTree:
         return self.catalog.tree(name)
 
+    # -- adaptation (Backend) -------------------------------------------------------------------
+
+    def tune_labelset(
+        self,
+        name: str,
+        labels: Sequence[str],
+        images: Sequence[ImageInput],
+        *,
+        alpha: float | str = "auto",
+        image_names: Sequence[str] | None = None,
+    ) -> LabelSetInfo:
+        """A few-shot version of ``name``: example ``images`` with their ``labels``, blended
+        into the text vectors by ``alpha`` (see :mod:`zsindex.catalog.adapt`)."""
+        from zsindex.catalog.adapt import resolve_labels, text_base, write_tuned
+        from zsindex.catalog.convert import version_info
+        from zsindex.catalog.tuning import check_alpha
+
+        alpha = check_alpha(alpha)
+        sources, names = self._examples(name, labels, images, image_names)
+        base = text_base(self.store, self.catalog.current(name))
+        base_loaded = self.catalog.load_version(name, base.version)
+        rows = resolve_labels(base_loaded, labels)  # every label checked before any image
+        embedded, digests = self._embed(base_loaded, sources, names)
+        record = write_tuned(self.store, base_loaded, rows, embedded, digests, alpha)
+        self.classifier.forget(name)
+        return version_info(record)
+
+    def calibrate_labelset(
+        self,
+        name: str,
+        labels: Sequence[str],
+        images: Sequence[ImageInput],
+        *,
+        target_precision: float | None = None,
+        image_names: Sequence[str] | None = None,
+    ) -> LabelSetInfo:
+        """A new version of ``name`` with a temperature fitted on labelled ``images`` (see
+        :mod:`zsindex.catalog.calibration`)."""
+        from zsindex.catalog.adapt import resolve_labels, write_calibrated
+        from zsindex.catalog.convert import version_info
+
+        if target_precision is not None and not (
+            isinstance(target_precision, int | float) and 0.0 < float(target_precision) <= 1.0
+        ):
+            raise InvalidInputError(
+                f"target_precision must be within (0, 1], got {target_precision!r}"
+            )
+        sources, names = self._examples(name, labels, images, image_names)
+        record = self.catalog.current(name)
+        loaded = self.catalog.load_version(name, record.version)
+        rows = resolve_labels(loaded, labels)
+        embedded, digests = self._embed(loaded, sources, names)
+        written = write_calibrated(self.store, loaded, rows, embedded, digests, target_precision)
+        self.classifier.forget(name)
+        return version_info(written)
+
+    def _examples(
+        self,
+        name: str,
+        labels: Sequence[str],
+        images: Sequence[ImageInput],
+        image_names: Sequence[str] | None,
+    ) -> tuple[list[Any], list[str]]:
+        from zsindex.classify.pipeline import as_image_source, given_names, image_name
+        from zsindex.labels.refs import parse_ref
+
+        if parse_ref(name)[1] is not None:
+            raise InvalidInputError(
+                f"{name!r}: tune and calibrate write a new version of the current one; give "
+                "the label set's name without @N"
+            )
+        if len(labels) != len(images):
+            raise InvalidInputError(f"{len(labels)} labels for {len(images)} example images")
+        if not images:
+            raise InvalidInputError("no example images given")
+        if any(not isinstance(label, str) or not label for label in labels):
+            raise InvalidInputError("each example's label must be a non-empty string")
+        sources = [as_image_source(x, i) for i, x in enumerate(images)]
+        names = given_names(image_names, len(sources)) or [
+            image_name(x, i) for i, x in enumerate(images)
+        ]
+        return sources, names
+
+    def _embed(
+        self, loaded: LoadedLabelSet, sources: list[Any], names: list[str]
+    ) -> tuple[np.ndarray, list[str]]:
+        from zsindex.classify.examples import embed_examples
+
+        return embed_examples(self.pipeline, loaded, sources, names)
+
     # -- classification (Backend) ---------------------------------------------------------------
 
     def classify(

@@ -18,6 +18,7 @@ option              modes                             label sets
 ``min_confidence``  beam, marginal, chils             tree
 ``activation``      sigmoid: flat only                flat and tree
 ``fast_decode``     all                               flat and tree
+``reject_below``    all                               flat and tree
 ==================  ================================  ====================
 
 An option given where it does not apply is an error naming the option and the mode (or the
@@ -125,6 +126,8 @@ class ClassifyOptions:
         fast_decode: decode JPEGs at a reduced scale (libjpeg draft mode) before the model's
             preprocessing: faster on large JPEGs, not bit-exact (see README); ``None`` takes
             the ``ZSINDEX_FAST_DECODE`` setting (default off).
+        reject_below: "none of these": a result whose top probability is below this is
+            marked ``rejected`` (its predictions stay listed); ``None``: never rejected.
     """
 
     k: int = 5
@@ -135,6 +138,7 @@ class ClassifyOptions:
     min_confidence: float | None = None
     activation: Activation = "softmax"
     fast_decode: bool | None = None
+    reject_below: float | None = None
 
     def check(self) -> ClassifyOptions:
         """Return ``self`` if every field is valid; raise :class:`InvalidInputError` naming the
@@ -170,6 +174,17 @@ class ClassifyOptions:
                 or not 0.0 <= value <= 1.0
             ):
                 raise InvalidInputError(f"min_confidence must be within [0, 1], got {value!r}")
+        if self.reject_below is not None:
+            value = self.reject_below
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not 0.0 <= value <= 1.0
+            ):
+                raise InvalidInputError(
+                    f"reject_below (--reject-below) must be within [0, 1], got {value!r}"
+                )
         if self.fast_decode is not None and not isinstance(self.fast_decode, bool):
             raise InvalidInputError(f"fast_decode must be true or false, got {self.fast_decode!r}")
         for name in _given(self):

@@ -229,6 +229,69 @@ class HttpBackend:
     def tree(self, name: str) -> LabelTree:
         return replies.parse_tree(self._get(f"{wire.labelset_path(name, pinnable=True)}/tree"))
 
+    # -- adaptation -----------------------------------------------------------------------------
+
+    def tune_labelset(
+        self,
+        name: str,
+        labels: Sequence[str],
+        images: Sequence[ImageInput],
+        *,
+        alpha: float | str = "auto",
+        image_names: Sequence[str] | None = None,
+    ) -> LabelSetInfo:
+        from zsindex.catalog.tuning import check_alpha
+
+        fields = {"alpha": str(check_alpha(alpha))}
+        return self._adapt(name, "tune", labels, images, image_names, fields)
+
+    def calibrate_labelset(
+        self,
+        name: str,
+        labels: Sequence[str],
+        images: Sequence[ImageInput],
+        *,
+        target_precision: float | None = None,
+        image_names: Sequence[str] | None = None,
+    ) -> LabelSetInfo:
+        fields = {} if target_precision is None else {"target_precision": str(target_precision)}
+        return self._adapt(name, "calibrate", labels, images, image_names, fields)
+
+    def _adapt(
+        self,
+        name: str,
+        action: str,
+        labels: Sequence[str],
+        images: Sequence[ImageInput],
+        image_names: Sequence[str] | None,
+        fields: dict[str, str],
+    ) -> LabelSetInfo:
+        """One multipart request: ``labels`` (a JSON list, one per image) and ``images``."""
+        import json
+
+        from zsindex.classify.pipeline import as_image_source, image_name
+
+        if len(labels) != len(images):
+            raise InvalidInputError(f"{len(labels)} labels for {len(images)} example images")
+        if not images:
+            raise InvalidInputError("no example images given")
+        limit = self.server_limits().max_images_per_request
+        if len(images) > limit:
+            raise PayloadTooLargeError(
+                f"{len(images)} example images is more than the server takes in one request "
+                f"({limit}, ZSINDEX_MAX_IMAGES_PER_REQUEST)"
+            )
+        names = given_names(image_names, len(images)) or [
+            image_name(x, i) for i, x in enumerate(images)
+        ]
+        parts = [
+            ("images", wire.encode_image(as_image_source(x, i), names[i]))
+            for i, x in enumerate(images)
+        ]
+        form = {**fields, "labels": json.dumps(list(labels))}
+        path = f"{self._write_path(name)}/{action}"
+        return replies.parse_info(self._parse(self._request("POST", path, form=form, files=parts)))
+
     # -- classification -------------------------------------------------------------------------
 
     def classify(

@@ -41,6 +41,9 @@ class ClassificationResult:
     exact_probabilities: bool = True
     error: str | None = None
     error_code: str | None = None
+    rejected: bool = False
+    """"None of these": the top probability fell below ``reject_below`` (the predictions
+    stay listed, so users see what fell short)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -48,6 +51,7 @@ class ClassificationResult:
             "labelset": self.labelset,
             "version": self.version,
             "predictions": [asdict(p) for p in self.predictions],
+            "rejected": self.rejected,
         }
         if self.path is not None:
             out["path"] = [asdict(s) for s in self.path]
@@ -70,6 +74,7 @@ class ClassificationResult:
             exact_probabilities=bool(data.get("exact_probabilities", True)),
             error=data.get("error"),
             error_code=data.get("error_code"),
+            rejected=bool(data.get("rejected", False)),
         )
 
 
@@ -99,6 +104,12 @@ class LabelSetInfo:
     """The version whose content this one serves again (``labels rollback``), else ``None``."""
     model_fingerprint: str = ""
     """The SHA-256 of the model's weights: stored image embeddings must come from the same."""
+    temperature: float = 1.0
+    """Divides the model's logit scale in this version's probabilities (``calibrate``)."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """How the version was made: ``tune`` (source version, alpha, example counts, image
+    digests) and ``calibration`` (temperature, fit, suggested ``reject_below``); empty for a
+    plain registration."""
 
     def to_dict(self, *, detail: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -121,6 +132,8 @@ class LabelSetInfo:
                 index=self.index,
                 rollback_of=self.rollback_of,
                 model_fingerprint=self.model_fingerprint,
+                temperature=self.temperature,
+                provenance=self.provenance,
             )
         if self.unchanged:
             out["unchanged"] = True

@@ -84,6 +84,40 @@ Case = Callable[[Client, str], Any]
 """``case(client, suffix)``: suffix names this back end's own label sets."""
 
 EMB = _unit(3, 0)
+
+
+def _dark_blue_pngs(color: str, n: int, seed: int) -> list[bytes]:
+    """Shapes of ``color`` on dark-blue backgrounds (where zsindex-tiny errs), as PNG bytes."""
+    from zsindex.demo.render import encode_image, render_shape
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        bg = (int(rng.integers(0, 40)), int(rng.integers(0, 50)), int(rng.integers(90, 150)))
+        shape = ("circle", "square", "star")[i % 3]
+        out.append(encode_image(render_shape(shape, color, 48, rng, background=bg), "png"))
+    return out
+
+
+EXAMPLES = {c: _dark_blue_pngs(c, 4, i) for i, c in enumerate(["red", "green", "yellow"])}
+
+
+def _tune_case(c: Client, s: str) -> Any:
+    c.add_labelset(f"tune{s}", ["red", "green", "blue", "yellow"], model=TINY)
+    tuned = c.tune_labelset(f"tune{s}", EXAMPLES, alpha="auto")
+    again = c.tune_labelset(f"tune{s}", EXAMPLES, alpha=0.5)
+    probe = EXAMPLES["red"][:2]
+    results = c.classify(probe, labelset=f"tune{s}", k=4, reject_below=0.9)
+    return tuned, again, [(r.version, r.predictions, r.rejected) for r in results]
+
+
+def _calibrate_case(c: Client, s: str) -> Any:
+    c.add_labelset(f"cal{s}", ["red", "green", "blue", "yellow"], model=TINY)
+    info = c.calibrate(f"cal{s}", EXAMPLES, target_precision=0.8)
+    results = c.classify(embeddings=EMB, labelset=f"cal{s}", k=4)
+    return info, [(r.version, r.predictions) for r in results]
+
+
 CASES: dict[str, Case] = {
     "add flat": lambda c, s: c.add_labelset(f"flat{s}", ["cat", "dog"], model=TINY),
     "add tree": lambda c, s: c.add_labelset(
@@ -225,6 +259,52 @@ CASES: dict[str, Case] = {
     "rollback bad name": lambda c, s: c.rollback("bad/name", 1),
     "rollback version 0": lambda c, s: c.rollback("shared_v", 0),
     "rollback version as text": lambda c, s: c.rollback("shared_v", "1"),  # type: ignore[arg-type]
+    # Few-shot, calibration and "none of these" (issue 18).
+    "tune": _tune_case,
+    "calibrate": _calibrate_case,
+    "tune unknown label": lambda c, s: c.tune_labelset(
+        "shared", {"red": EXAMPLES["red"], "mauve": EXAMPLES["green"]}
+    ),
+    "tune alpha out of range": lambda c, s: c.tune_labelset("shared", EXAMPLES, alpha=1.5),
+    "tune one label": lambda c, s: c.tune_labelset("shared", {"red": EXAMPLES["red"]}),
+    "tune unreadable image": lambda c, s: c.tune_labelset(
+        "shared", {"red": [b"not an image"], "green": EXAMPLES["green"]}
+    ),
+    "tune missing set": lambda c, s: c.tune_labelset("missing", EXAMPLES),
+    "calibrate too few": lambda c, s: c.calibrate(
+        "shared", {k: v[:1] for k, v in EXAMPLES.items()}
+    ),
+    "reject below flat": lambda c, s: c.classify(
+        embeddings=EMB, labelset="shared", reject_below=0.5
+    ),
+    "reject below images": lambda c, s: c.classify(
+        EXAMPLES["yellow"], labelset="shared", reject_below=0.9
+    ),
+    "reject below beam": lambda c, s: c.classify(
+        embeddings=EMB, labelset="shared_tree", mode="beam", reject_below=0.6
+    ),
+    "reject below marginal": lambda c, s: c.classify(
+        embeddings=EMB, labelset="shared_tree", mode="marginal", rank=1, reject_below=0.6
+    ),
+    "reject below out of range": lambda c, s: c.classify(
+        embeddings=EMB, labelset="shared", reject_below=2.0
+    ),
+}
+
+ADAPT_EXPECTED = {
+    "tune": "ok",
+    "calibrate": "ok",
+    "tune unknown label": "InvalidInputError",
+    "tune alpha out of range": "InvalidInputError",
+    "tune one label": "InvalidInputError",
+    "tune unreadable image": "UnsupportedImageFormatError",
+    "tune missing set": "NotFoundError",
+    "calibrate too few": "InvalidInputError",
+    "reject below flat": "ok",
+    "reject below images": "ok",
+    "reject below beam": "ok",
+    "reject below marginal": "ok",
+    "reject below out of range": "InvalidInputError",
 }
 
 
@@ -270,6 +350,21 @@ def test_local_and_remote_agree(clients: dict[str, Client], name: str) -> None:
     assert local == remote
     if name in PINNING_EXPECTED:
         assert (local[0] if local[0] == "ok" else local[1]) == PINNING_EXPECTED[name], local
+    if name in ADAPT_EXPECTED:
+        assert (local[0] if local[0] == "ok" else local[1]) == ADAPT_EXPECTED[name], local
+
+
+def test_reject_below_marks_results_and_keeps_predictions(clients: dict[str, Client]) -> None:
+    for client in clients.values():
+        plain = client.classify(embeddings=EMB, labelset="shared", k=4)
+        marked = client.classify(embeddings=EMB, labelset="shared", k=4, reject_below=0.5)
+        assert not any(r.rejected for r in plain)
+        for p, m in zip(plain, marked, strict=True):
+            assert m.predictions == p.predictions
+            assert m.rejected is (p.predictions[0].probability < 0.5)
+        tree = client.classify(embeddings=EMB, labelset="shared_tree", mode="beam", reject_below=1)
+        assert all(r.rejected for r in tree if r.predictions[0].probability < 1)
+        assert all(r.to_dict()["rejected"] in (True, False) for r in plain + marked)
 
 
 def test_labelsets_agree(clients: dict[str, Client]) -> None:
@@ -296,6 +391,8 @@ def test_every_client_method_is_covered() -> None:
         "delete_labelset",
         "classify",
         "rollback",
+        "tune_labelset",
+        "calibrate",
     }
     assert methods == covered, methods ^ covered
 

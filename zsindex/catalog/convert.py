@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from zsindex.labels.spec import LabelSetSpec
@@ -58,4 +60,6 @@ def version_info(v: VersionRecord) -> LabelSetInfo:
         unchanged=isinstance(v, UnchangedVersion),
         rollback_of=rollback_of(v.source),
         model_fingerprint=v.model.weights_sha256,
+        temperature=v.temperature,
+        provenance=json.loads(v.provenance) if v.provenance else {},
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from dataclasses import replace
 
 import numpy as np
 
@@ -79,7 +80,29 @@ def classify_embeddings(
     image_names: list[str],
     opts: ClassifyOptions,
 ) -> list[ClassificationResult]:
-    """Classify L2-normalised image embeddings ``[Q, dim]``; one result per row."""
+    """Classify L2-normalised image embeddings ``[Q, dim]``; one result per row (each marked
+    ``rejected`` where ``opts.reject_below`` is set and its top probability falls below it)."""
+    results = _classify(loaded, emb, image_names, opts)
+    if opts.reject_below is None:
+        return results
+    return [mark_rejected(r, opts.reject_below) for r in results]
+
+
+def mark_rejected(result: ClassificationResult, threshold: float) -> ClassificationResult:
+    """``result`` marked ``rejected`` when its top probability (0 with no prediction, e.g. a
+    tree mode that abstained at the root) is below ``threshold``."""
+    top = result.predictions[0].probability if result.predictions else 0.0
+    if top >= threshold:
+        return result
+    return replace(result, rejected=True)
+
+
+def _classify(
+    loaded: LoadedLabelSet,
+    emb: np.ndarray,
+    image_names: list[str],
+    opts: ClassifyOptions,
+) -> list[ClassificationResult]:
     within, depth = _resolve(loaded, opts)
     tree = loaded.tree
     if opts.mode == "flat":

@@ -70,13 +70,21 @@ class LoadedLabelSet:
         return matrix
 
     @property
+    def temperature(self) -> float:
+        """The version's calibrated temperature (1.0 unless ``zsindex calibrate`` fitted one)."""
+        return float(self.record.temperature)
+
+    @property
     def logit_scale(self) -> float:
-        return float(self.record.model.logit_scale)
+        """The model's logit scale divided by the version's temperature: every probability
+        (flat and tree modes) is softmax(logit_scale / T · cosine); the ranking is the same
+        for every T > 0."""
+        return float(self.record.model.logit_scale) / self.temperature
 
     @property
     def logit_bias(self) -> float:
         bias = self.record.model.logit_bias
-        return float(bias) if bias is not None else 0.0
+        return float(bias) / self.temperature if bias is not None else 0.0
 
     @property
     def index_backend(self) -> str:

@@ -93,6 +93,11 @@ def _image(path: Path) -> Path | bytes:
     help="Multi-label sigmoid probabilities instead of softmax (flat mode).",
 )
 @click.option(
+    "--reject-below",
+    type=click.FloatRange(0, 1),
+    help='"None of these": mark results whose top probability is below P as rejected.',
+)
+@click.option(
     "--fast-decode/--exact-decode",
     default=None,
     help="Decode JPEGs at a reduced scale (faster, not bit-exact; default: ZSINDEX_FAST_DECODE, "
@@ -113,6 +118,7 @@ def classify(
     within: str | None,
     min_confidence: float | None,
     sigmoid: bool,
+    reject_below: float | None,
     fast_decode: bool | None,
     as_json: bool,
     as_csv: bool,
@@ -143,6 +149,7 @@ def classify(
         min_confidence=min_confidence,
         activation="sigmoid" if sigmoid else "softmax",
         fast_decode=fast_decode,
+        reject_below=reject_below,
     ).check()
     backend = state.client().backend
     fmt = "json" if as_json else "csv" if as_csv else "table"
@@ -225,6 +232,11 @@ def _classify_stored(
 )
 @click.option("--beam", type=click.IntRange(1, MAX_BEAM), help="Nodes kept per level (beam mode).")
 @click.option("--within", help="Only this node's subtree (name or a/b/c path; trees).")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a reliability diagram and a confusion matrix to this PNG file.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def eval_command(
@@ -235,6 +247,7 @@ def eval_command(
     rank: str | None,
     beam: int | None,
     within: str | None,
+    plot: Path | None,
     as_json: bool,
 ) -> None:
     """Zero-shot accuracy on DIRECTORY in ImageFolder layout (one sub-folder per class).
@@ -243,12 +256,19 @@ def eval_command(
     --mode beam|marginal|chils --rank R they are named after the tree's nodes at rank R (a leaf
     above R counts as a node there), and an image is correct when the node predicted at rank
     R is its folder's. --within NODE evaluates inside NODE's subtree. Reported: top-1, top-5,
-    mean per-class recall, the number of images and of files that could not be classified.
+    mean per-class recall, the number of images and of files that could not be classified;
+    calibration: ECE (15 bins), NLL, Brier, and accuracy against coverage for --reject-below
+    thresholds. --plot FILE.png draws a reliability diagram and a confusion matrix.
     """
     from zsindex.evaluate import evaluate_folder
 
     options = ClassifyOptions(mode=cast(Mode, mode), rank=rank, beam=beam, within=within).check()
     report = evaluate_folder(state.client(), directory, labelset, options)
+    if plot is not None:
+        from zsindex.evaluate_plot import write_plot
+
+        write_plot(report, plot)
+    report.pop("_samples", None)
     if as_json:
         print_json(report)
         return
@@ -257,6 +277,19 @@ def eval_command(
         f"top-5: {report['top5']:.4f}   mean per-class recall: "
         f"{report['mean_per_class_recall']:.4f}"
     )
+    click.echo(
+        f"ECE: {report['ece']:.4f}   NLL: {report['nll']:.4f}   Brier: {report['brier']:.4f}"
+    )
+    click.echo("accuracy against coverage (--reject-below P):")
+    print_table(
+        ["P", "coverage", "accuracy"],
+        [
+            [f"{c['reject_below']:g}", f"{c['coverage']:.3f}", f"{c['accuracy']:.3f}"]
+            for c in report["coverage"]
+        ],
+    )
+    if plot is not None:
+        info(f"wrote {plot}")
     if report["errors"]:
         info(
             f"{report['errors']} file(s) could not be classified and are not counted, e.g. "

@@ -31,6 +31,7 @@ CSV_HEADER = [
     "score",
     "path",
     "error",
+    "rejected",
 ]
 
 PathOf = Callable[[ClassificationResult, str], str]
@@ -112,17 +113,27 @@ class ResultWriter:
     def _csv_rows(self, result: ClassificationResult) -> None:
         head = [result.image, result.labelset, result.version]
         if result.error is not None:
-            self.csv.writerow([*head, "", "", "", "", "", result.error])
+            self.csv.writerow([*head, "", "", "", "", "", result.error, ""])
             return
         for i, p in enumerate(result.predictions, 1):
             path = self.path_of(result, p.label) if self.path_of else ""
             self.csv.writerow(
-                [*head, i, p.label, f"{p.probability:.6f}", f"{p.score:.6f}", path, ""]
+                [
+                    *head,
+                    i,
+                    p.label,
+                    f"{p.probability:.6f}",
+                    f"{p.score:.6f}",
+                    path,
+                    "",
+                    "true" if result.rejected else "false",
+                ]
             )
 
     @staticmethod
     def _table(result: ClassificationResult) -> None:
-        click.echo(f"{result.image}  ({result.labelset} v{result.version})")
+        rejected = "  rejected: none of these" if result.rejected else ""
+        click.echo(f"{result.image}  ({result.labelset} v{result.version}){rejected}")
         if result.error is not None:
             click.echo(f"  error: {result.error}")
             return

@@ -230,8 +230,53 @@ def show(state: CliState, name: str, number: int | None, as_json: bool) -> None:
             click.echo(f"templates: {len(value)}")
             for t in value:
                 click.echo(f"  {t}")
+        elif key == "provenance":
+            for line in _provenance_lines(value):
+                click.echo(line)
         else:
             click.echo(f"{key}: {value}")
+
+
+def _adapted(ls: LabelSetInfo) -> str:
+    """One history cell: how a version was adapted (``tune v1 a=0.45, 12 ex; T=1.8``)."""
+    parts = []
+    tune = ls.provenance.get("tune")
+    if isinstance(tune, dict):
+        n = sum(tune.get("examples", {}).values())
+        parts.append(f"tune of v{tune.get('source_version')} alpha={tune.get('alpha'):g}, {n} ex")
+    if ls.temperature != 1.0:
+        parts.append(f"T={ls.temperature:.4g}")
+    return "; ".join(parts)
+
+
+def _provenance_lines(provenance: dict[str, object]) -> list[str]:
+    """``labels show``'s provenance block: the tuning's source version, alpha, example counts
+    and image digests (12 characters; ``--json`` has them whole), the calibration's fit."""
+    if not provenance:
+        return ["provenance: none (registered from labels)"]
+    lines = ["provenance:"]
+    tune = provenance.get("tune")
+    if isinstance(tune, dict):
+        lines.append(
+            f"  tune: from version {tune.get('source_version')}, alpha {tune.get('alpha'):g} "
+            f"({tune.get('alpha_mode')})"
+        )
+        images = tune.get("images", {})
+        for label, count in tune.get("examples", {}).items():
+            digests = " ".join(d[:12] for d in images.get(label, []))
+            lines.append(f"    {label}: {count} example(s)  {digests}")
+    calibration = provenance.get("calibration")
+    if isinstance(calibration, dict):
+        lines.append(
+            f"  calibration: from version {calibration.get('source_version')}, "
+            f"T {calibration.get('temperature'):.4g} on {calibration.get('n')} images; "
+            f"NLL {calibration.get('nll_before'):.4f} -> {calibration.get('nll_after'):.4f}, "
+            f"ECE {calibration.get('ece_before'):.4f} -> {calibration.get('ece_after'):.4f}"
+        )
+        for target, p in (calibration.get("suggested_reject_below") or {}).items():
+            shown = "none reaches it" if p is None else f"--reject-below {p:.4f}"
+            lines.append(f"    precision {target}: {shown}")
+    return lines
 
 
 @labels.command("history")
@@ -245,7 +290,16 @@ def history(state: CliState, name: str, as_json: bool) -> None:
         print_json([v.to_dict() for v in versions])
     else:
         print_table(
-            ["version", "labels", "model", "created", "current", "digest", "rollback of"],
+            [
+                "version",
+                "labels",
+                "model",
+                "created",
+                "current",
+                "digest",
+                "adapted",
+                "rollback of",
+            ],
             [
                 [
                     v.version,
@@ -254,6 +308,7 @@ def history(state: CliState, name: str, as_json: bool) -> None:
                     v.created_at,
                     "*" if v.current else "",
                     v.digest[:12],
+                    _adapted(v),
                     v.rollback_of or "",
                 ]
                 for v in versions
@@ -279,6 +334,40 @@ def rollback(state: CliState, name: str, version: int, as_json: bool) -> None:
         )
     else:
         info(f"rolled {result.name} back to version {version}: now version {result.version}")
+
+
+@labels.command("tune")
+@click.argument("name")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--alpha",
+    default="auto",
+    show_default=True,
+    help="Blend in [0, 1] (0: text only, 1: image means only), or auto (leave-one-out).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
+@click.pass_obj
+def tune(state: CliState, name: str, directory: Path, alpha: str, as_json: bool) -> None:
+    """Few-shot: a new version of NAME whose vectors blend each label's text embedding with the
+    mean embedding of its example images in DIRECTORY (one folder per label; for trees a node
+    name or a/b/c path of folders). Labels without examples keep their text vector; tuning
+    again starts from the text vectors."""
+    from zsindex.catalog.tuning import check_alpha
+    from zsindex.cli.examples import read_examples
+
+    checked = check_alpha(alpha)
+    examples = read_examples(directory)
+    ls = state.client().tune_labelset(name, examples, alpha=checked)
+    if as_json:
+        print_json(ls.to_dict())
+        return
+    tuned = ls.provenance.get("tune", {})
+    counts = tuned.get("examples", {})
+    info(
+        f"tuned {ls.name} as version {ls.version} from version {tuned.get('source_version')}: "
+        f"alpha {tuned.get('alpha'):g} ({tuned.get('alpha_mode')}), "
+        f"{sum(counts.values())} examples of {len(counts)} labels"
+    )
 
 
 @labels.command("rm")

@@ -41,7 +41,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from zsindex.cli import batch, classify, db, demo, labels, serve
+    from zsindex.cli import batch, calibrate, classify, db, demo, labels, serve
 
     cli.add_command(db.db)
     cli.add_command(labels.labels)
@@ -50,6 +50,7 @@ def _register_commands() -> None:
     cli.add_command(batch.batch)
     cli.add_command(serve.serve)
     cli.add_command(demo.demo)
+    cli.add_command(calibrate.calibrate)
 
 
 _register_commands()

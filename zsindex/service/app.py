@@ -27,7 +27,7 @@ from fastapi.openapi.utils import get_openapi
 
 from zsindex import __version__
 from zsindex.config import Settings
-from zsindex.service import routes_classify, routes_labelsets, routes_ops
+from zsindex.service import routes_adapt, routes_classify, routes_labelsets, routes_ops
 from zsindex.service.auth import KeyChecker
 from zsindex.service.batching import MicroBatcher
 from zsindex.service.draining import CloseWhileDraining
@@ -164,6 +164,7 @@ def create_app(
     app.include_router(routes_ops.build_router(state))
     app.include_router(routes_classify.build_router(state))
     app.include_router(routes_labelsets.build_router(state))
+    app.include_router(routes_adapt.build_router(state))
     # Last added is outermost: metrics see every answer, the 413s of the body limit included.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=limits.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

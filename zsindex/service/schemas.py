@@ -77,6 +77,13 @@ class ClassifyOptions(BaseModel):
         None, min_length=1, max_length=1000, description="Restrict to this node's subtree."
     )
     min_confidence: Finite | None = Field(None, ge=0.0, le=1.0)
+    reject_below: Finite | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description='"None of these": results whose top probability is below this are marked '
+        '"rejected": true (their predictions stay listed).',
+    )
     activation: Activation = "softmax"
     fast_decode: bool | None = Field(
         None,
@@ -114,6 +121,7 @@ class ClassifyOptions(BaseModel):
             min_confidence=self.min_confidence,
             activation=self.activation,
             fast_decode=self.fast_decode,
+            reject_below=self.reject_below,
         ).check()
 
 
@@ -147,6 +155,7 @@ class ClassifyMultipartRequest(BaseModel):
     beam: int | None = None
     within: str | None = None
     min_confidence: float | None = None
+    reject_below: float | None = None
     activation: Activation = "softmax"
     fast_decode: bool | None = None
     on_error: Literal["raise", "report"] = "report"
@@ -179,6 +188,9 @@ class ClassificationOut(BaseModel):
     exact_probabilities: bool | None = None
     error: str | None = None
     error_code: str | None = None
+    rejected: bool = Field(
+        False, description="The top probability fell below reject_below (none of these)."
+    )
 
 
 LabelsValue = list[str] | dict[str, list[str]]
@@ -361,6 +373,8 @@ class LabelSetDetail(LabelSetSummary):
     index: str = ""
     unchanged: bool = False
     rollback_of: int | None = None
+    temperature: float = 1.0
+    provenance: dict[str, Any] = {}
 
 
 class Health(BaseModel):

@@ -62,11 +62,17 @@ def check_store(store: Store, *, strict: bool = False) -> CheckReport:
                     LabelSetVersionRow.status,
                     LabelSetVersionRow.num_labels,
                     LabelSetVersionRow.dim,
+                    LabelSetVersionRow.temperature,
                 ).where(LabelSetVersionRow.id == version_id)
             ).one()
-            status, num_labels, dim = v
+            status, num_labels, dim, temperature = v
             if status != "ready":
                 report.problems.append(f"label set {name!r}: current version is {status!r}")
+            if not (np.isfinite(temperature) and temperature > 0):
+                # softmax(logit_scale / T · cosine) needs a positive finite T (calibrate).
+                report.problems.append(
+                    f"label set {name!r}: temperature {temperature!r} is not a positive number"
+                )
             n_labels = conn.execute(
                 select(func.count()).where(LabelRow.version_id == version_id)
             ).scalar_one()

@@ -107,6 +107,10 @@ class LabelSetVersionRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
     # The index asked for at registration ("": the serving process's ZSINDEX_INDEX decides).
     index_spec: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # Divides the model's logit scale (``zsindex calibrate``); 1.0: the model's own.
+    temperature: Mapped[float] = mapped_column(Float, default=1.0, server_default="1.0")
+    # How the version was made (JSON; ``labels tune``, ``calibrate``), or "" for a plain one.
+    provenance: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class LabelRow(Base):

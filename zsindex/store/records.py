@@ -75,6 +75,9 @@ class NewVersion:
     num_truncated: int = 0
     source: str = ""
     index_spec: str = ""
+    temperature: float = 1.0
+    provenance: str = ""
+    """JSON text (see :mod:`zsindex.catalog.tuning`), or ``""``."""
 
 
 @dataclass(frozen=True)
@@ -99,3 +102,7 @@ class VersionRecord:
     is_current: bool = field(default=False)
     index_spec: str = ""
     """The index asked for at registration (canonical spec), or ``""``: the setting decides."""
+    temperature: float = 1.0
+    """Divides the model's logit scale in this version's probabilities (``calibrate``)."""
+    provenance: str = ""
+    """How the version was made, as JSON text (``labels tune``, ``calibrate``), or ``""``."""

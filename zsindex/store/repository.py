@@ -141,6 +141,8 @@ class Store:
                             source=new.source[:200],
                             created_at=_utcnow(),
                             index_spec=new.index_spec,
+                            temperature=new.temperature,
+                            provenance=new.provenance,
                         )
                         .returning(LabelSetVersionRow.id)
                     ).scalar_one()

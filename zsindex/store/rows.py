@@ -61,6 +61,8 @@ def version_record(m: Any) -> VersionRecord:
         created_at=m["created_at"],
         is_current=m["current_version_id"] == m["id"],
         index_spec=m["index_spec"],
+        temperature=float(m["temperature"]),
+        provenance=m["provenance"] or "",
     )
 
 
