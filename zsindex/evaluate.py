@@ -252,7 +252,8 @@ class ProbabilityStats:
         return {
             "ece": ece(conf, hit),
             "nll": float(-np.mean(np.log(p_true))),
-            "brier": float(np.mean(np.array(self.sum_sq) - 2 * np.array(self.p_true) + 1.0)),
+            # Halved: [0, 1] like every eval key (see catalog.calibration.brier).
+            "brier": float(np.mean(np.array(self.sum_sq) - 2 * np.array(self.p_true) + 1.0) / 2),
             "coverage": selective_curve(conf, hit),
         }
 

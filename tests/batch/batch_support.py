@@ -73,6 +73,8 @@ def assert_same(rows: list[dict[str, Any]], expected: dict[str, dict[str, Any]])
     for row in rows:
         want = expected[row["source"]]
         assert row["version"] == want["version"]
+        if "rejected" in want:
+            assert row["rejected"] == want["rejected"]
         if "error" in want:
             assert row["error"]["code"] == want["error_code"]
             assert row["labels"] == []

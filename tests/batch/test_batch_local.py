@@ -49,6 +49,20 @@ def test_folder_matches_classify_json(
     }
 
 
+def test_reject_below_per_label_set(
+    archive: Archive, cli_env: Settings, zs: Any, tmp_path: Path, read_predictions: Any
+) -> None:
+    out = tmp_path / "out"
+    run([str(archive.folder)], ["colors:reject_below=0.995", "shapes"], out, settings=cli_env)
+    rows = read_predictions(out)
+    colors = [r for r in rows if r["labelset"] == "colors"]
+    want = classify_json(zs, str(archive.folder), "--labels", "colors", "--reject-below", "0.995")
+    assert_same(colors, want)
+    flags = {r["rejected"] for r in colors if r["error"] is None}
+    assert flags == {True, False}, "the threshold should split this archive"
+    assert not any(r["rejected"] for r in rows if r["labelset"] == "shapes")
+
+
 def test_lists_and_shards(
     archive: Archive, cli_env: Settings, zs: Any, tmp_path: Path, read_predictions: Any
 ) -> None:

@@ -60,7 +60,7 @@ def test_nll_and_brier_by_hand() -> None:
     truth = np.array([0, 2])
     assert nll(probs, truth) == pytest.approx(-(np.log(0.7) + np.log(0.25)) / 2)
     # (0.09 + 0.04 + 0.01) and (0.25 + 0.0625 + 0.5625)
-    assert brier(probs, truth) == pytest.approx((0.14 + 0.875) / 2)
+    assert brier(probs, truth) == pytest.approx((0.14 + 0.875) / 2 / 2)  # halved: [0, 1]
 
 
 def _logits_case(seed: int, n: int = 300, classes: int = 7) -> tuple[np.ndarray, np.ndarray]:

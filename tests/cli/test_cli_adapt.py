@@ -71,7 +71,7 @@ def test_calibrate_then_eval_reports_calibration(colors, tmp_path: Path) -> None
     assert before["n"] == 20
     for key in ("top1", "top5", "mean_per_class_recall", "ece"):
         assert 0.0 <= before[key] <= 1, key
-    assert 0.0 <= before["brier"] <= 2 and before["nll"] > 0  # Brier: sum over classes
+    assert 0.0 <= before["brier"] <= 1 and before["nll"] > 0  # Brier: halved, in [0, 1]
     assert "_samples" not in before
     assert [c["reject_below"] for c in before["coverage"]][:2] == [0.0, 0.1]
     run = zs("calibrate", "colors", str(calib), "--target-precision", "0.9")

@@ -41,7 +41,8 @@ OWN_ENTRIES = (MANIFEST, SUMMARY, PREDICTIONS, EMBEDDINGS)
 def prediction_schema() -> pa.Schema:
     """Columns of ``DIR/predictions``: DESIGN.md's ``source``, ``labelset``, ``version``,
     ``labels``, ``probabilities``, ``scores``, ``error`` (+ ``path`` for tree modes), and the
-    input's position in the job (``input_index``) and whether the probabilities are exact."""
+    input's position in the job (``input_index``), whether the probabilities are exact, and
+    ``rejected`` (``reject_below``: the top probability fell below it)."""
     import pyarrow as pa
 
     step = pa.struct([("rank", pa.string()), ("label", pa.string()), ("probability", pa.float64())])
@@ -56,6 +57,7 @@ def prediction_schema() -> pa.Schema:
             ("scores", pa.list_(pa.float64())),
             ("path", pa.list_(step)),
             ("exact_probabilities", pa.bool_()),
+            ("rejected", pa.bool_()),
             ("error", pa.struct([("code", pa.string()), ("message", pa.string())])),
         ]
     )
@@ -99,6 +101,7 @@ def prediction_rows(
             else [{"rank": s.rank, "label": s.label, "probability": s.probability} for s in r.path]
         )
         cols["exact_probabilities"].append(r.exact_probabilities)
+        cols["rejected"].append(r.rejected)
         cols["error"].append(
             None if r.error is None else {"code": r.error_code, "message": r.error}
         )

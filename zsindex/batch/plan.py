@@ -24,7 +24,16 @@ if TYPE_CHECKING:
 
 FORMAT = "zsindex-batch/1"
 DEFAULT_PART_SIZE = 1000
-OPTION_KEYS = ("k", "mode", "rank", "beam", "within", "min_confidence", "activation")
+OPTION_KEYS = (
+    "k",
+    "mode",
+    "rank",
+    "beam",
+    "within",
+    "min_confidence",
+    "activation",
+    "reject_below",
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,8 @@ class LabelSetRequest:
     @classmethod
     def parse(cls, text: str, defaults: ClassifyOptions) -> LabelSetRequest:
         """``NAME[@N][:key=value,...]``: options after the colon override ``defaults`` for
-        this label set (keys: k, mode, rank, beam, within, min_confidence, activation)."""
+        this label set (keys: k, mode, rank, beam, within, min_confidence, activation,
+        reject_below)."""
         ref, _, tail = text.partition(":")
         if not ref:
             raise InvalidInputError(f"--labels {text!r}: give a label set name")
@@ -58,7 +68,7 @@ def _option_value(key: str, value: str, text: str) -> Any:
     try:
         if key in ("k", "beam"):
             return int(value)
-        if key == "min_confidence":
+        if key in ("min_confidence", "reject_below"):
             return float(value)
         if key == "rank":
             return int(value) if value.isdigit() else value

@@ -46,10 +46,11 @@ def nll(probs: np.ndarray, truth: np.ndarray) -> float:
 
 
 def brier(probs: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over images of sum over classes of (p - one_hot)²: 0 perfect, 2 worst."""
+    """Mean over images of half the sum over classes of (p - one_hot)²: the multi-class Brier
+    score halved, so it lies in [0, 1] like the other eval keys (0 perfect, 1 worst)."""
     onehot = np.zeros_like(probs, dtype=np.float64)
     onehot[np.arange(len(truth)), truth] = 1.0
-    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)) / 2)
 
 
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:

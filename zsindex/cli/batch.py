@@ -126,6 +126,11 @@ def _duration(seconds: float) -> str:
 @click.option("--min-confidence", type=click.FloatRange(0, 1), help="Tree modes: stop early.")
 @click.option("--sigmoid", is_flag=True, help="Multi-label sigmoid probabilities (flat).")
 @click.option(
+    "--reject-below",
+    type=click.FloatRange(0, 1),
+    help='"None of these": rows whose top probability is below P are marked rejected.',
+)
+@click.option(
     "--fast-decode/--exact-decode",
     default=None,
     help="JPEG draft-mode decoding (faster, not bit-exact; default: ZSINDEX_FAST_DECODE).",
@@ -154,6 +159,7 @@ def batch(
     within: str | None,
     min_confidence: float | None,
     sigmoid: bool,
+    reject_below: float | None,
     fast_decode: bool | None,
     as_json: bool,
 ) -> None:
@@ -177,6 +183,7 @@ def batch(
         within=within,
         min_confidence=min_confidence,
         activation="sigmoid" if sigmoid else "softmax",
+        reject_below=reject_below,
     ).check()
     summary = run(
         list(inputs),
