@@ -47,7 +47,11 @@ class SearchResult:
             approximate index, whose ids may miss some of the true top k.
         num_searched: number of labels searched (the whole set, or the subset's size).
         backend: which path answered (``numpy-blocked``, ``torch-cuda``, ``faiss-gpu-flat``,
-            ``faiss-ivf`` …).
+            ``faiss-ivf``, ``int8-rescore`` …).
+        probability_bound: float64 ``[Q]`` bound on the relative error of each query's
+            probabilities when the normaliser was bounded rather than summed exactly (the int8
+            scan copy: at most 1e-3; 0 where that query was normalised exactly); ``None`` when
+            every probability is exact (or no normaliser is involved).
     """
 
     ids: np.ndarray
@@ -60,6 +64,7 @@ class SearchResult:
     exact_neighbors: bool
     num_searched: int
     backend: str
+    probability_bound: np.ndarray | None = None
 
 
 @runtime_checkable

@@ -1,0 +1,423 @@
+"""Exact search from an int8 scan copy: a rigorous error bound decides what is re-scored in fp32.
+
+The label matrix ``M`` is quantised once to ``C = round(M / g)`` (int8, one global step
+``g = max|M| / 127``) and each query to ``p = round(q / h)`` (int8, ``h = max|q| / 127``). FAISS's
+SIMD ``QT_8bit_direct_signed`` kernel scans the codes (a quarter of the fp32 bytes) and returns
+the integer dot products ``p · c_i``, exact while ``d 127² < 2^24``; the approximate score is
+``a_i = g h (p · c_i) = q̂ · m̂_i``. Since ``q·m_i - q̂·m̂_i = q·(m_i - m̂_i) + (q - q̂)·m̂_i``, by
+Cauchy-Schwarz, for any summation order,
+
+    |q · m_i - a_i| <= ||q|| E + ||q - q̂|| M̂ + g h γ_d ||p|| Cmax = delta(q)
+
+with ``E = max_i ||m_i - g c_i||``, ``M̂ = max_i ||g c_i||``, ``Cmax = max_i ||c_i||`` and the
+fp32-accumulation term ``γ_d = d u / (1 - d u)``, ``u = 2^-24`` (zero in exact integer
+arithmetic, kept for kernels that sum in fp32), times ``1 + 1e-6``. The scan keeps the ``c``
+best rows by ``a``; they are re-scored in float64 from the fp32 rows, and every other row's exact
+score is at most ``t = a_c + delta``. Hence:
+
+- **top-k**: when ``t < s_k`` (the k-th exact score among the candidates) no row outside the
+  candidates can reach or tie the top k, so the top k is the exact one (lower id first on ties).
+- **softmax normaliser**: ``Z`` lies in ``[Z_C, Z_C + U]`` with ``Z_C`` the exact sum over the
+  candidates and ``U = (N - c) exp(scale t)``; the index reports ``Z_C + U / 2``, so every
+  probability is within ``rho = (U / 2) / (Z_C + U / 2)`` relative of the exact one. A query
+  whose ``rho`` exceeds the tolerance (``1e-3``, DESIGN.md §4) is retried with more candidates
+  and then normalised by the exact fp32 pass (``rho = 0``); it is never returned silently.
+
+Subsets, batches above :data:`SCAN_BATCH_MAX` queries (the per-query scan then reads more bytes
+than one fp32 GEMM pass) and unproven queries are answered by the wrapped :class:`ExactIndex`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from zsindex.index.exact import ExactIndex, make_result
+from zsindex.index.kernels import thread_pool
+from zsindex.index.types import (
+    IndexSpec,
+    Mode,
+    Probabilities,
+    SearchResult,
+    Subset,
+    as_queries,
+    check_k,
+    check_logits,
+    check_mode,
+)
+
+log = logging.getLogger(__name__)
+
+COMPRESS_MIN_ROWS = 65536
+"""Smallest label set served from an int8 copy (below it the fp32 scan is already fast)."""
+
+SCAN_BATCH_MAX = 4
+"""Largest batch the int8 scan answers; bigger batches share one fp32 GEMM pass instead."""
+
+CANDIDATES = (16384, 131072)
+"""Candidates kept per query by the scan, tried in order before falling back to exact."""
+
+RESCORE_FIRST = 2048
+"""Candidates re-scored in fp32 first (beyond ``k``); the count grows 4x while unproven."""
+
+EXACT_ROWS = 512
+"""Best fp32-re-scored candidates (beyond ``k``) scored again in float64."""
+
+TOLERANCE = 1e-3
+"""Largest relative error bound allowed on a probability (DESIGN.md §4)."""
+
+_U32 = 2.0**-24
+_SAFETY = 1.0 + 1e-6
+_QUANT_ROWS = 32768
+
+
+def _quantise(matrix: np.ndarray, step: float, dst: Any) -> np.ndarray:
+    """Add ``round(matrix / step)`` to the FAISS index ``dst`` in chunks.
+
+    Norms are taken in fp32 and then rounded up: ``(1 + 1e-5)`` covers the norm's own relative
+    rounding, and ``sqrt(d) peak 2^-22`` the rounding of each ``m - step c`` (both ≥ the
+    float64 values they stand for).
+
+    Returns:
+        float64 ``[E, M̂, Cmax, max ||m_i||]``: the largest quantisation error norm,
+        reconstruction norm, code norm and row norm over the rows (upper bounds).
+    """
+    dim = matrix.shape[1]
+    worst = np.zeros(4)
+    step32 = np.float32(step)
+    for a in range(0, matrix.shape[0], _QUANT_ROWS):
+        rows = np.asarray(matrix[a : a + _QUANT_ROWS], dtype=np.float32)
+        codes = np.clip(np.rint(rows / step32), -127, 127)
+        code_norm = float(np.linalg.norm(codes, axis=1).max())
+        err = float(np.linalg.norm(rows - step32 * codes, axis=1).max())
+        norm = float(np.linalg.norm(rows, axis=1).max())
+        slack = math.sqrt(dim) * 127.0 * step * 2.0**-22
+        found = [err + slack, step * code_norm + slack, code_norm, norm + slack]
+        worst = np.maximum(worst, np.asarray(found) * (1.0 + 1e-5))
+        dst.add(codes)
+    return worst
+
+
+class CompressedIndex:
+    """Exact top-k over an int8 scan copy, re-scored from the fp32 rows of ``exact``.
+
+    Args:
+        exact: the fp32 (or fp16) exact index; its rows re-score candidates and it answers
+            subsets, large batches and unproven queries.
+        tolerance: largest relative probability error bound accepted before the exact
+            normaliser is computed (at most ``1e-3``).
+        shards: row shards scanned in parallel (default: one per core).
+    """
+
+    backend = "int8-rescore"
+    device = "cpu"
+
+    def __init__(
+        self, exact: ExactIndex, *, tolerance: float = TOLERANCE, shards: int | None = None
+    ) -> None:
+        import faiss
+
+        if not 0.0 < tolerance <= TOLERANCE:
+            raise ValueError(f"tolerance must be in (0, {TOLERANCE}], got {tolerance!r}")
+        self.exact = exact
+        self.tolerance = float(tolerance)
+        matrix = exact.matrix
+        n, dim = matrix.shape
+        peak = max(
+            float(np.abs(matrix[a : a + _QUANT_ROWS]).max()) for a in range(0, n, _QUANT_ROWS)
+        )
+        self.step = peak / 127.0 if peak > 0 else 1.0
+        workers = shards or max(1, min(8, os.cpu_count() or 1))
+        edges = np.linspace(0, n, min(workers, n) + 1).astype(np.int64)
+        self._shards: list[tuple[int, int, Any]] = []
+        worst = np.zeros(4)
+        qtype = faiss.ScalarQuantizer.QT_8bit_direct_signed
+        for a, b in itertools.pairwise(edges):
+            sub = faiss.IndexScalarQuantizer(dim, qtype, faiss.METRIC_INNER_PRODUCT)
+            worst = np.maximum(worst, _quantise(matrix[a:b], self.step, sub))
+            self._shards.append((int(a), int(b), sub))
+        self.err_max, self.recon_max, self.code_max, self.row_norm = (float(v) for v in worst)
+        self.gamma = dim * _U32 / (1.0 - dim * _U32)
+
+    # -- the SearchIndex surface ---------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        """Number of labels."""
+        return self.exact.count
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return self.exact.dim
+
+    @property
+    def spec(self) -> IndexSpec:
+        """Always ``exact``: the answers are the exact ones."""
+        return self.exact.spec
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The fp32 (or fp16) rows candidates are re-scored from (``exact.matrix``)."""
+        return self.exact.matrix
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the int8 scan copy (the fp32 rows belong to ``exact``)."""
+        return self.count * self.dim
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 5,
+        *,
+        logit_scale: float,
+        logit_bias: float = 0.0,
+        mode: Mode = "softmax",
+        subset: Subset = None,
+        probabilities: Probabilities = "exact",
+    ) -> SearchResult:
+        """Exact top-k; probabilities exact or within :attr:`tolerance` (``probability_bound``).
+
+        Arguments as :meth:`ExactIndex.search`.
+        """
+        q = as_queries(queries, self.dim)
+        k = check_k(k)
+        scale, bias = check_logits(logit_scale, logit_bias)
+        check_mode(mode, probabilities)
+        n = self.count
+        if subset is not None or len(q) > SCAN_BATCH_MAX or k > CANDIDATES[-1] or len(q) == 0:
+            return self.exact.search(
+                q,
+                k,
+                logit_scale=scale,
+                logit_bias=bias,
+                mode=mode,
+                subset=subset,
+                probabilities=probabilities,
+            )
+        k = min(k, n)
+        want_lse = mode == "softmax" and probabilities == "exact"
+        ids = np.zeros((len(q), k), np.int64)
+        scores = np.zeros((len(q), k), np.float64)
+        lse = np.full(len(q), np.nan)
+        rho = np.zeros(len(q))
+        todo = np.arange(len(q))
+        for c in CANDIDATES:
+            if todo.size == 0:
+                break
+            scan = self._candidates(q[todo], max(c, k))
+            left = []
+            for j, i in enumerate(todo):
+                got = self._prove(q[i], scan, j, k, scale if want_lse else None)
+                if got is None:
+                    left.append(i)
+                else:
+                    ids[i], scores[i], lse[i], rho[i] = got
+            todo = np.asarray(left, dtype=np.int64)
+        if todo.size:
+            # Unproven after every candidate size: the exact fp32 pass answers these queries.
+            log.info("int8 bound not met for %d of %d queries: exact pass", todo.size, len(q))
+            fallback = self.exact.search(
+                q[todo],
+                k,
+                logit_scale=scale,
+                logit_bias=bias,
+                mode=mode,
+                probabilities=probabilities,
+            )
+            ids[todo] = fallback.ids
+            scores[todo] = self.rescore(q[todo], fallback.ids)
+            if fallback.log_normalizer is not None and want_lse:
+                lse[todo] = fallback.log_normalizer - bias
+            rho[todo] = 0.0
+        result = make_result(
+            q,
+            ids,
+            scores,
+            scale=scale,
+            bias=bias,
+            mode=mode,
+            scaled_lse=lse if want_lse else None,
+            exact_neighbors=True,
+            num_searched=n,
+            backend=self.backend,
+        )
+        return replace(result, probability_bound=rho if want_lse else None)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def quantise_queries(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """int8-valued fp32 codes ``p`` of the queries, their steps ``h`` and ``delta(q)``."""
+        q64 = q.astype(np.float64)
+        peak = np.abs(q64).max(axis=1)
+        h = np.where(peak > 0, peak / 127.0, 1.0)
+        p = np.clip(np.rint(q64 / h[:, None]), -127, 127)
+        q_err = np.linalg.norm(q64 - h[:, None] * p, axis=1)
+        delta = (
+            np.linalg.norm(q64, axis=1) * self.err_max
+            + q_err * self.recon_max
+            + self.step * h * self.gamma * np.linalg.norm(p, axis=1) * self.code_max
+        ) * _SAFETY
+        return np.ascontiguousarray(p, dtype=np.float32), h, delta
+
+    def _candidates(self, q: np.ndarray, c: int) -> Scan:
+        """Scan every shard for its best ``c / shards`` rows per query, best first."""
+        codes, h, delta = self.quantise_queries(q)
+        per = max(1, -(-c // len(self._shards)))
+
+        def scan(shard: tuple[int, int, Any]) -> tuple[np.ndarray, np.ndarray, int]:
+            a, b, sub = shard
+            take = min(per, b - a)
+            dist, local = sub.search(codes, take)
+            return local + a, dist, b - a - take
+
+        parts = list(thread_pool().map(scan, self._shards))
+        cand_ids = np.concatenate([p[0] for p in parts], axis=1).astype(np.int64)
+        gh = self.step * h
+        approx = gh[:, None] * np.concatenate([p[1] for p in parts], axis=1).astype(np.float64)
+        order = np.argsort(-approx, axis=1, kind="stable")
+        rest = np.array([p[2] for p in parts], dtype=np.int64)
+        last = np.stack([p[1][:, -1] for p in parts], axis=1).astype(np.float64)
+        outside = np.where(rest[None, :] > 0, gh[:, None] * last, -np.inf)
+        return Scan(
+            np.take_along_axis(cand_ids, order, axis=1),
+            np.take_along_axis(approx, order, axis=1),
+            outside,
+            rest,
+            delta,
+        )
+
+    def _prove(
+        self, q: np.ndarray, scan: Scan, j: int, k: int, scale: float | None
+    ) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+        """Re-score query ``j``'s best candidates until its top k (and, given ``scale``, its
+        normaliser within the tolerance) is proven; ``None`` when all candidates do not suffice.
+
+        Candidates are re-scored in fp32 (BLAS, error at most ``eps = γ_d ||q|| max||m_i||``
+        in any summation order) in growing prefixes; the best ``k + EXACT_ROWS`` of them by
+        fp32 score again in float64, which decides the top k and carries most of ``Z``.
+
+        Returns:
+            ``(ids [k], exact scores [k], scaled log-normaliser or nan, rho)``.
+        """
+        cand, approx, delta = scan.ids[j], scan.approx[j], float(scan.delta[j])
+        m = cand.size
+        outside = scan.outside[j]
+        out_max = float(outside.max())
+        eps = self.gamma * float(np.linalg.norm(q.astype(np.float64))) * self.row_norm * _SAFETY
+        outer = np.empty(0)
+        if scale is not None:
+            with np.errstate(divide="ignore"):
+                outer = np.log(scan.rest.astype(np.float64)) + scale * (outside + delta)
+            outer = outer[np.isfinite(outer)]
+        matrix = self.exact.matrix
+        s32 = np.empty(m, np.float64)
+        done = 0
+        size = min(m, k + RESCORE_FIRST)
+        while True:
+            block = np.take(matrix, cand[done:size], axis=0).astype(np.float32, copy=False)
+            s32[done:size] = block @ q
+            done = size
+            t64 = min(size, k + EXACT_ROWS)
+            pick = np.argpartition(-s32[:size], t64 - 1)[:t64] if t64 < size else np.arange(size)
+            exact = self.rescore(q[None, :], cand[None, pick])[0]
+            order = np.lexsort((cand[pick], -exact))[:k]
+            top_ids, top = cand[pick][order], exact[order]
+            others = np.ones(size, bool)
+            others[pick] = False
+            fp32_rest = s32[:size][others]
+            nxt = float(approx[size]) if size < m else -math.inf
+            reach = max(
+                float(fp32_rest.max()) + eps if fp32_rest.size else -math.inf,
+                nxt + delta,
+                out_max + delta,
+            )
+            if top[-1] > reach:
+                if scale is None:
+                    return top_ids, top, math.nan, 0.0
+                log_z, bound = _normaliser(
+                    scale * exact,
+                    np.concatenate([scale * (fp32_rest - eps), scale * (approx[size:] - delta)]),
+                    np.concatenate(
+                        [scale * (fp32_rest + eps), scale * (approx[size:] + delta), outer]
+                    ),
+                )
+                if bound <= self.tolerance:
+                    return top_ids, top, log_z, bound
+            if size == m:
+                return None
+            size = min(m, size * 4)
+
+    def rescore(self, q: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """float64 scores of each query with its rows ``ids[i]`` (the fp32 rows, exactly).
+
+        Each row is summed in the same order (a row-wise reduction, not BLAS, whose kernels may
+        treat rows differently), so equal rows get equal scores and ties stay ties.
+        """
+        matrix = self.exact.matrix
+        out = np.empty(ids.shape, np.float64)
+        for i in range(len(q)):
+            order = np.argsort(ids[i], kind="stable")
+            rows = np.take(matrix, ids[i][order], axis=0).astype(np.float64)
+            out[i, order] = (rows * q[i].astype(np.float64)).sum(axis=1)
+        return out
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One scan's candidates for ``Q`` queries over ``S`` shards, best approximate first."""
+
+    ids: np.ndarray  # int64 [Q, m] candidate row ids
+    approx: np.ndarray  # float64 [Q, m] approximate scores a_i, descending
+    outside: np.ndarray  # float64 [Q, S] highest a_i of a non-candidate row per shard (-inf: none)
+    rest: np.ndarray  # int64 [S] non-candidate rows per shard
+    delta: np.ndarray  # float64 [Q] bound on |exact - approx|
+
+
+def _lse(x: np.ndarray) -> float:
+    if x.size == 0:
+        return -math.inf
+    top = float(x.max())
+    if not math.isfinite(top):
+        return top
+    return top + math.log(float(np.exp(x - top).sum()))
+
+
+def _normaliser(exact: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[float, float]:
+    """The reported scaled log-normaliser and its relative bound ``rho`` (one query).
+
+    Args:
+        exact: scaled exact scores of the rows re-scored in float64.
+        lower: scaled lower bounds of every other candidate's score.
+        upper: scaled upper bounds of the same candidates, then the log bounds of the summed
+            terms of the non-candidate rows (one per shard).
+
+    ``Z`` lies in ``[Z_E + L, Z_E + H]`` (``Z_E`` the float64 sum, ``L = sum exp(lower)``,
+    ``H = sum exp(upper)``); the midpoint is reported and ``rho = ((H - L) / 2) / midpoint``.
+    """
+    log_known = float(np.logaddexp(_lse(exact), _lse(lower)))
+    log_hi = _lse(upper)
+    if math.isinf(log_hi):
+        return log_known, 0.0
+    log_lo = _lse(lower)
+    log_w = log_hi + math.log1p(-math.exp(min(0.0, log_lo - log_hi)))  # log(H - L)
+    log_mid = float(np.logaddexp(log_known, log_w - math.log(2.0)))
+    return log_mid, math.exp(log_w - math.log(2.0) - log_mid)
+
+
+def compress(exact: ExactIndex, *, min_rows: int | None = None) -> ExactIndex | CompressedIndex:
+    """The index that serves ``exact`` on the CPU: an int8 scan copy from ``min_rows`` labels
+    (default :data:`COMPRESS_MIN_ROWS`)."""
+    if exact.count < (COMPRESS_MIN_ROWS if min_rows is None else min_rows):
+        return exact
+    peak = float(np.abs(exact.matrix[: min(exact.count, 65536)]).max())
+    if not math.isfinite(peak) or peak > 1e15:  # absurd magnitudes: keep the plain fp32 scan
+        return exact
+    return CompressedIndex(exact)
