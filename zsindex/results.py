@@ -41,6 +41,9 @@ class ClassificationResult:
     exact_probabilities: bool = True
     error: str | None = None
     error_code: str | None = None
+    probability_bound: float | None = None
+    """Set when the softmax normaliser was bounded, not summed (the int8 scan copy): every
+    probability is within this relative error of the exact one (at most 1e-3)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -53,6 +56,8 @@ class ClassificationResult:
             out["path"] = [asdict(s) for s in self.path]
         if not self.exact_probabilities:
             out["exact_probabilities"] = False
+        if self.probability_bound is not None:
+            out["probability_bound"] = self.probability_bound
         if self.error is not None:
             out["error"] = self.error
             out["error_code"] = self.error_code
@@ -70,6 +75,7 @@ class ClassificationResult:
             exact_probabilities=bool(data.get("exact_probabilities", True)),
             error=data.get("error"),
             error_code=data.get("error_code"),
+            probability_bound=data.get("probability_bound"),
         )
 
 

@@ -199,6 +199,7 @@ def test_the_product_serves_a_large_set_from_the_int8_copy(
     from zsindex.config import Settings
 
     monkeypatch.setattr(compressed, "COMPRESS_MIN_ROWS", 1000)
+    monkeypatch.setattr(compressed, "CANDIDATES", (256, 1024))  # < 3000: a bounded tail
     m = make_clustered(3000, 128, 30, seed=11)  # zsindex-tiny embeds in 128 dims
     settings = Settings(home=tmp_path, device="cpu", model="zsindex-tiny", pretrained=None)
     with Client.local(settings=settings) as client:
@@ -208,3 +209,6 @@ def test_the_product_serves_a_large_set_from_the_int8_copy(
     assert loaded["index"] == "int8-rescore" and loaded["exact"] is True
     assert result.predictions[0].label == "l5"
     assert result.exact_probabilities
+    # The bounded normaliser is reported with the result (and in its JSON form).
+    assert result.probability_bound is not None and 0 < result.probability_bound <= 1e-3
+    assert result.to_dict()["probability_bound"] == result.probability_bound

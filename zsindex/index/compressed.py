@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import mmap
 import os
 from dataclasses import dataclass, replace
 from typing import Any
@@ -143,6 +144,11 @@ class CompressedIndex:
             worst = np.maximum(worst, _quantise(matrix[a:b], self.step, sub))
             self._shards.append((int(a), int(b), sub))
         self.err_max, self.recon_max, self.code_max, self.row_norm = (float(v) for v in worst)
+        # Quantising read every fp32 row; a memory-mapped matrix (the index cache) now gives
+        # those pages back, so only re-scored rows come back into this process's memory.
+        self.released = release_pages(matrix)
+        self.fallbacks = 0
+        """Queries this index has handed to the exact fp32 pass (the bound was not met)."""
         self.gamma = dim * _U32 / (1.0 - dim * _U32)
 
     # -- the SearchIndex surface ---------------------------------------------------------------
@@ -224,6 +230,7 @@ class CompressedIndex:
         if todo.size:
             # Unproven after every candidate size: the exact fp32 pass answers these queries.
             log.info("int8 bound not met for %d of %d queries: exact pass", todo.size, len(q))
+            self.fallbacks += int(todo.size)
             fallback = self.exact.search(
                 q[todo],
                 k,
@@ -410,6 +417,29 @@ def _normaliser(exact: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tupl
     log_w = log_hi + math.log1p(-math.exp(min(0.0, log_lo - log_hi)))  # log(H - L)
     log_mid = float(np.logaddexp(log_known, log_w - math.log(2.0)))
     return log_mid, math.exp(log_w - math.log(2.0) - log_mid)
+
+
+def release_pages(array: np.ndarray) -> bool:
+    """Drop the pages of the file mapping behind ``array`` (if any) from this process's
+    resident set (``MADV_DONTNEED`` on a read-only file mapping: the data stays in the page
+    cache and is read back on the next touch); whether there was one."""
+    obj: Any = array
+    for _ in range(16):
+        if isinstance(obj, mmap.mmap):
+            if not hasattr(obj, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+                return False
+            try:
+                obj.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):  # a closed or unusual mapping: keep its pages
+                return False
+            return True
+        if isinstance(obj, memoryview):
+            obj = obj.obj
+        elif isinstance(obj, np.ndarray) and obj.base is not None:
+            obj = obj.base
+        else:
+            return False
+    return False
 
 
 def compress(exact: ExactIndex, *, min_rows: int | None = None) -> ExactIndex | CompressedIndex:

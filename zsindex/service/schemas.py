@@ -179,6 +179,11 @@ class ClassificationOut(BaseModel):
     exact_probabilities: bool | None = None
     error: str | None = None
     error_code: str | None = None
+    probability_bound: float | None = Field(
+        None,
+        description="Set when the normaliser was bounded (int8 scan copy): every probability is"
+        " within this relative error of the exact one (at most 1e-3).",
+    )
 
 
 LabelsValue = list[str] | dict[str, list[str]]
