@@ -185,23 +185,35 @@ def test_choose_index_compresses_large_cpu_sets(
     make_clustered, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     m = make_clustered(3000, 16, 30, seed=10)
-    assert choose_index(m, device="cpu").backend == "numpy-blocked"  # below the size floor
-    monkeypatch.setattr(compressed, "COMPRESS_MIN_ROWS", 1000)
-    index = choose_index(m, device="cpu")
+    assert choose_index(m, device="cpu").backend == "numpy-blocked"  # the default
+    index = choose_index(m, device="cpu", spec="exact,int8")
     assert index.backend == "int8-rescore" and index.spec.is_exact and index.device == "cpu"
+    assert index.spec.canonical() == "exact,int8"
     assert compress(ExactIndex(m[:10]), min_rows=1000).backend == "numpy-blocked"
+    monkeypatch.setattr(compressed, "COMPRESS_MIN_ROWS", 1000)
+    assert compress(ExactIndex(m)).backend == "int8-rescore"
 
 
-def test_the_product_serves_a_large_set_from_the_int8_copy(
+@pytest.mark.parametrize("spec", ["ivf16,int8", "hnsw8,int8", "exact,sq8"])
+def test_int8_is_a_storage_of_exact_only(spec: str) -> None:
+    from zsindex.errors import InvalidInputError
+    from zsindex.index import IndexSpec
+
+    with pytest.raises(InvalidInputError, match=r"int8|quantizer"):
+        IndexSpec.parse(spec)
+
+
+def test_the_product_serves_exact_int8_from_the_int8_copy(
     make_clustered, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from zsindex import Client
     from zsindex.config import Settings
 
-    monkeypatch.setattr(compressed, "COMPRESS_MIN_ROWS", 1000)
     monkeypatch.setattr(compressed, "CANDIDATES", (256, 1024))  # < 3000: a bounded tail
     m = make_clustered(3000, 128, 30, seed=11)  # zsindex-tiny embeds in 128 dims
-    settings = Settings(home=tmp_path, device="cpu", model="zsindex-tiny", pretrained=None)
+    settings = Settings(
+        home=tmp_path, device="cpu", model="zsindex-tiny", pretrained=None, index="exact,int8"
+    )
     with Client.local(settings=settings) as client:
         client.import_labelset("big", m, [f"l{i}" for i in range(len(m))])
         [result] = client.classify(embeddings=m[5:6], labelset="big", k=3)

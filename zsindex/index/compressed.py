@@ -25,6 +25,12 @@ score is at most ``t = a_c + delta``. Hence:
 
 Subsets, batches above :data:`SCAN_BATCH_MAX` queries (the per-query scan then reads more bytes
 than one fp32 GEMM pass) and unproven queries are answered by the wrapped :class:`ExactIndex`.
+
+Opt-in (index spec ``exact,int8``), not the default: on 1M x 512 with image-like queries at
+logit scale 100 the normaliser bound exceeded 1e-3 for 19 of 32 queries (a diffuse query's
+softmax mass sits in the bulk of the labels, which the bound can only cover as
+``(N - c) exp(scale t)``), so the default softmax ran at 0.74x the fp32 pass; top-k-only
+searches (``probabilities="topk"``, sigmoid) ran at 1.41x (benchmarks/RESULTS.md, issue 19).
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from zsindex.index.types import (
 log = logging.getLogger(__name__)
 
 COMPRESS_MIN_ROWS = 65536
-"""Smallest label set served from an int8 copy (below it the fp32 scan is already fast)."""
+"""Smallest label set :func:`compress` wraps by default (below it the fp32 scan is fast)."""
 
 SCAN_BATCH_MAX = 4
 """Largest batch the int8 scan answers; bigger batches share one fp32 GEMM pass instead."""
@@ -75,6 +81,7 @@ EXACT_ROWS = 512
 TOLERANCE = 1e-3
 """Largest relative error bound allowed on a probability (DESIGN.md §4)."""
 
+_SPEC = IndexSpec(kind="exact", storage="int8")
 _U32 = 2.0**-24
 _SAFETY = 1.0 + 1e-6
 _QUANT_ROWS = 32768
@@ -167,8 +174,8 @@ class CompressedIndex:
 
     @property
     def spec(self) -> IndexSpec:
-        """Always ``exact``: the answers are the exact ones."""
-        return self.exact.spec
+        """``exact,int8``: the answers are the exact ones."""
+        return _SPEC
 
     @property
     def matrix(self) -> np.ndarray:
