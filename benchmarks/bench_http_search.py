@@ -9,7 +9,8 @@ each set, ``--requests`` batch-1 classify calls with image-like query embeddings
 
 1. in process: ``Client.local().classify(embeddings=..., labelset=...)``;
 2. over HTTP: a real ``python -m zsindex.service`` on 127.0.0.1, one keep-alive httpx client,
-   ``POST /v1/classify`` ``{"labelset", "embeddings": [[...]], "k": 5}``.
+   ``POST /v1/classify`` ``{"labelset", "embeddings": [[...]], "k": 5}``, once with
+   micro-batching on (the default: a lone request waits up to 4 ms for company) and once off.
 
 Prints p50/p99 of both and the HTTP + JSON overhead (p50 difference), plus which index served.
 
@@ -73,11 +74,16 @@ def in_process(home: Path, name: str, queries: np.ndarray) -> dict[str, Any]:
     return {"p50_ms": pct(times, 50), "p99_ms": pct(times, 99), "index": loaded["index"]}
 
 
-def start_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(home: Path, batching: bool) -> tuple[subprocess.Popen[bytes], str]:
     from zsindex.service.server import free_port
 
     port = free_port()
-    env = {**os.environ, "ZSINDEX_HOME": str(home), "ZSINDEX_DEVICE": "cpu"}
+    env = {
+        **os.environ,
+        "ZSINDEX_HOME": str(home),
+        "ZSINDEX_DEVICE": "cpu",
+        "ZSINDEX_BATCHING": "1" if batching else "0",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "zsindex.service", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
@@ -115,7 +121,7 @@ def over_http(base: str, name: str, queries: np.ndarray) -> dict[str, Any]:
             r.json()
             times.append((time.perf_counter() - t0) * 1e3)
         ready = http.get("/readyz").json()
-    index = ready.get("loaded", {}).get(name, {}).get("index")
+    index = ready.get("detail", {}).get("loaded", {}).get(name, {}).get("index")
     return {"p50_ms": pct(times, 50), "p99_ms": pct(times, 99), "index": index}
 
 
@@ -126,6 +132,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--json", help="write results here")
+    parser.add_argument("--skip-large", action="store_true", help="only the small set")
     args = parser.parse_args()
     from bench_registration import make_model
 
@@ -141,7 +148,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         home = tmp / "home"
         model = make_model(tmp / "model", args.dim)
-        sets = {"small": args.small, "large": args.n}
+        sets = {"small": args.small} if args.skip_large else {"small": args.small, "large": args.n}
         queries: dict[str, np.ndarray] = {}
         backend = LocalBackend(Settings(home=home, device="cpu"))
         for name, rows in sets.items():
@@ -159,19 +166,23 @@ def main() -> None:
             print(f"{name}: in-process p50 {local['p50_ms']:.2f} ms p99 {local['p99_ms']:.2f} ms"
                   f" ({local['index']})", flush=True)  # fmt: skip
             results[name] = {"rows": sets[name], "in_process": local}
-        proc, base = start_server(home)
-        try:
-            for name in sets:
-                remote = over_http(base, name, queries[name])
-                local = results[name]["in_process"]
-                overhead = remote["p50_ms"] - local["p50_ms"]
-                results[name].update(http=remote, overhead_p50_ms=overhead)
-                print(f"{name}: HTTP p50 {remote['p50_ms']:.2f} ms p99 {remote['p99_ms']:.2f} ms "
-                      f"({remote['index']}); HTTP + JSON overhead p50 {overhead:+.2f} ms",
-                      flush=True)  # fmt: skip
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+        # Micro-batching (the default) holds a lone request up to ZSINDEX_BATCH_MAX_WAIT_MS
+        # (4 ms) for company; batching off shows the HTTP + JSON cost alone.
+        for batching in (True, False):
+            tag = "batching on" if batching else "batching off"
+            proc, base = start_server(home, batching)
+            try:
+                for name in sets:
+                    remote = over_http(base, name, queries[name])
+                    local = results[name]["in_process"]
+                    overhead = remote["p50_ms"] - local["p50_ms"]
+                    results[name][tag] = {"http": remote, "overhead_p50_ms": overhead}
+                    print(f"{name} ({tag}): HTTP p50 {remote['p50_ms']:.2f} ms p99 "
+                          f"{remote['p99_ms']:.2f} ms ({remote['index']}); HTTP + JSON "
+                          f"overhead p50 {overhead:+.2f} ms", flush=True)  # fmt: skip
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
