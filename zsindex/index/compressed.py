@@ -38,14 +38,14 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import mmap
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from zsindex.index.exact import ExactIndex, make_result
+from zsindex.index.int8_parts import QUANT_ROWS, Scan, lse, normaliser, quantise, release_pages
 from zsindex.index.kernels import thread_pool
 from zsindex.index.types import (
     IndexSpec,
@@ -84,34 +84,6 @@ TOLERANCE = 1e-3
 _SPEC = IndexSpec(kind="exact", storage="int8")
 _U32 = 2.0**-24
 _SAFETY = 1.0 + 1e-6
-_QUANT_ROWS = 32768
-
-
-def _quantise(matrix: np.ndarray, step: float, dst: Any) -> np.ndarray:
-    """Add ``round(matrix / step)`` to the FAISS index ``dst`` in chunks.
-
-    Norms are taken in fp32 and then rounded up: ``(1 + 1e-5)`` covers the norm's own relative
-    rounding, and ``sqrt(d) peak 2^-22`` the rounding of each ``m - step c`` (both ≥ the
-    float64 values they stand for).
-
-    Returns:
-        float64 ``[E, M̂, Cmax, max ||m_i||]``: the largest quantisation error norm,
-        reconstruction norm, code norm and row norm over the rows (upper bounds).
-    """
-    dim = matrix.shape[1]
-    worst = np.zeros(4)
-    step32 = np.float32(step)
-    for a in range(0, matrix.shape[0], _QUANT_ROWS):
-        rows = np.asarray(matrix[a : a + _QUANT_ROWS], dtype=np.float32)
-        codes = np.clip(np.rint(rows / step32), -127, 127)
-        code_norm = float(np.linalg.norm(codes, axis=1).max())
-        err = float(np.linalg.norm(rows - step32 * codes, axis=1).max())
-        norm = float(np.linalg.norm(rows, axis=1).max())
-        slack = math.sqrt(dim) * 127.0 * step * 2.0**-22
-        found = [err + slack, step * code_norm + slack, code_norm, norm + slack]
-        worst = np.maximum(worst, np.asarray(found) * (1.0 + 1e-5))
-        dst.add(codes)
-    return worst
 
 
 class CompressedIndex:
@@ -139,9 +111,7 @@ class CompressedIndex:
         self.tolerance = float(tolerance)
         matrix = exact.matrix
         n, dim = matrix.shape
-        peak = max(
-            float(np.abs(matrix[a : a + _QUANT_ROWS]).max()) for a in range(0, n, _QUANT_ROWS)
-        )
+        peak = max(float(np.abs(matrix[a : a + QUANT_ROWS]).max()) for a in range(0, n, QUANT_ROWS))
         self.step = peak / 127.0 if peak > 0 else 1.0
         workers = shards or max(1, min(8, os.cpu_count() or 1))
         edges = np.linspace(0, n, min(workers, n) + 1).astype(np.int64)
@@ -150,7 +120,7 @@ class CompressedIndex:
         qtype = faiss.ScalarQuantizer.QT_8bit_direct_signed
         for a, b in itertools.pairwise(edges):
             sub = faiss.IndexScalarQuantizer(dim, qtype, faiss.METRIC_INNER_PRODUCT)
-            worst = np.maximum(worst, _quantise(matrix[a:b], self.step, sub))
+            worst = np.maximum(worst, quantise(matrix[a:b], self.step, sub))
             self._shards.append((int(a), int(b), sub))
         self.err_max, self.recon_max, self.code_max, self.row_norm = (float(v) for v in worst)
         # Quantising read every fp32 row; a memory-mapped matrix (the index cache) now gives
@@ -374,7 +344,7 @@ class CompressedIndex:
                 if scale is None:
                     return top_ids, top, math.nan, 0.0
                 upper = np.concatenate([scale * (fp32_rest + eps), scale * (approx[size:] + delta)])
-                log_z, bound = _normaliser(
+                log_z, bound = normaliser(
                     scale * exact,
                     np.concatenate([scale * (fp32_rest - eps), scale * (approx[size:] - delta)]),
                     np.concatenate([upper, outer]),
@@ -384,9 +354,9 @@ class CompressedIndex:
                 # Re-scoring more candidates cannot shrink the non-candidates' share: when that
                 # alone exceeds the tolerance, the top k stands and the normaliser is exact's.
                 log_hi = float(
-                    np.logaddexp(_lse(scale * exact), _lse(np.concatenate([upper, outer])))
+                    np.logaddexp(lse(scale * exact), lse(np.concatenate([upper, outer])))
                 )
-                if size == m or _lse(outer) - math.log(2.0) - log_hi > math.log(self.tolerance):
+                if size == m or lse(outer) - math.log(2.0) - log_hi > math.log(self.tolerance):
                     return top_ids, top, math.nan, math.inf
             if size == m:
                 return None
@@ -405,71 +375,6 @@ class CompressedIndex:
             rows = np.take(matrix, ids[i][order], axis=0).astype(np.float64)
             out[i, order] = (rows * q[i].astype(np.float64)).sum(axis=1)
         return out
-
-
-@dataclass(frozen=True)
-class Scan:
-    """One scan's candidates for ``Q`` queries over ``S`` shards, best approximate first."""
-
-    ids: np.ndarray  # int64 [Q, m] candidate row ids
-    approx: np.ndarray  # float64 [Q, m] approximate scores a_i, descending
-    outside: np.ndarray  # float64 [Q, S] highest a_i of a non-candidate row per shard (-inf: none)
-    rest: np.ndarray  # int64 [S] non-candidate rows per shard
-    delta: np.ndarray  # float64 [Q] bound on |exact - approx|
-
-
-def _lse(x: np.ndarray) -> float:
-    if x.size == 0:
-        return -math.inf
-    top = float(x.max())
-    if not math.isfinite(top):
-        return top
-    return top + math.log(float(np.exp(x - top).sum()))
-
-
-def _normaliser(exact: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[float, float]:
-    """The reported scaled log-normaliser and its relative bound ``rho`` (one query).
-
-    Args:
-        exact: scaled exact scores of the rows re-scored in float64.
-        lower: scaled lower bounds of every other candidate's score.
-        upper: scaled upper bounds of the same candidates, then the log bounds of the summed
-            terms of the non-candidate rows (one per shard).
-
-    ``Z`` lies in ``[Z_E + L, Z_E + H]`` (``Z_E`` the float64 sum, ``L = sum exp(lower)``,
-    ``H = sum exp(upper)``); the midpoint is reported and ``rho = ((H - L) / 2) / midpoint``.
-    """
-    log_known = float(np.logaddexp(_lse(exact), _lse(lower)))
-    log_hi = _lse(upper)
-    if math.isinf(log_hi):
-        return log_known, 0.0
-    log_lo = _lse(lower)
-    log_w = log_hi + math.log1p(-math.exp(min(0.0, log_lo - log_hi)))  # log(H - L)
-    log_mid = float(np.logaddexp(log_known, log_w - math.log(2.0)))
-    return log_mid, math.exp(log_w - math.log(2.0) - log_mid)
-
-
-def release_pages(array: np.ndarray) -> bool:
-    """Drop the pages of the file mapping behind ``array`` (if any) from this process's
-    resident set (``MADV_DONTNEED`` on a read-only file mapping: the data stays in the page
-    cache and is read back on the next touch); whether there was one."""
-    obj: Any = array
-    for _ in range(16):
-        if isinstance(obj, mmap.mmap):
-            if not hasattr(obj, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-                return False
-            try:
-                obj.madvise(mmap.MADV_DONTNEED)
-            except (OSError, ValueError):  # a closed or unusual mapping: keep its pages
-                return False
-            return True
-        if isinstance(obj, memoryview):
-            obj = obj.obj
-        elif isinstance(obj, np.ndarray) and obj.base is not None:
-            obj = obj.base
-        else:
-            return False
-    return False
 
 
 def compress(exact: ExactIndex, *, min_rows: int | None = None) -> ExactIndex | CompressedIndex:
