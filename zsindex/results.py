@@ -44,6 +44,9 @@ class ClassificationResult:
     rejected: bool = False
     """"None of these": the top probability fell below ``reject_below`` (the predictions
     stay listed, so users see what fell short)."""
+    probability_bound: float | None = None
+    """Set when the softmax normaliser was bounded, not summed (the int8 scan copy): every
+    probability is within this relative error of the exact one (at most 1e-3)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -57,6 +60,8 @@ class ClassificationResult:
             out["path"] = [asdict(s) for s in self.path]
         if not self.exact_probabilities:
             out["exact_probabilities"] = False
+        if self.probability_bound is not None:
+            out["probability_bound"] = self.probability_bound
         if self.error is not None:
             out["error"] = self.error
             out["error_code"] = self.error_code
@@ -75,6 +80,7 @@ class ClassificationResult:
             error=data.get("error"),
             error_code=data.get("error_code"),
             rejected=bool(data.get("rejected", False)),
+            probability_bound=data.get("probability_bound"),
         )
 
 

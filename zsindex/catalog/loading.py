@@ -90,11 +90,19 @@ def serving_index(loaded: LoadedLabelSet, settings: Settings) -> SearchIndex:
     approximate only when the version (``labels add --index``) or ``ZSINDEX_INDEX`` asks (see
     :func:`zsindex.index.choose_index`)."""
     from zsindex.index.choice import choose_index
+    from zsindex.index.compressed import compress
+    from zsindex.index.device import choose_exact_backend
+    from zsindex.index.exact import ExactIndex
+    from zsindex.index.types import IndexSpec
 
     exact = loaded.index
     spec = loaded.record.index_spec or settings.index  # the version's own choice first
     if spec == "exact" and settings.device == "cpu":
         return exact  # the loaded CPU index itself: nothing to build
+    parsed = IndexSpec.parse(spec)
+    on_cpu = choose_exact_backend(settings.device).device == "cpu"
+    if parsed.storage == "int8" and isinstance(exact, ExactIndex) and on_cpu:
+        return compress(exact, min_rows=0)  # an int8 scan copy over the loaded rows
     index = choose_index(loaded.matrix, device=settings.device, spec=spec, check_finite=False)
     # On CPU the choice is the exact index already loaded: keep it (its fp32 copy included).
     return exact if index.backend == exact.backend and index.spec == exact.spec else index

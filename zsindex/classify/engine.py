@@ -192,12 +192,14 @@ def _flat(
         subset=subset,
     )
     labels = prediction_labels(loaded)
+    bounds = res.probability_bound
     out = []
     for q, name in enumerate(image_names):
         preds = [
             Prediction(labels[int(i)], float(p), float(s))
             for i, p, s in zip(res.ids[q], res.probabilities[q], res.scores[q], strict=True)
         ]
+        bound = float(bounds[q]) if bounds is not None and bounds[q] > 0 else None
         out.append(
             ClassificationResult(
                 image=name,
@@ -205,6 +207,7 @@ def _flat(
                 version=loaded.version,
                 predictions=preds,
                 exact_probabilities=res.exact_probabilities,
+                probability_bound=bound,
             )
         )
     return out

@@ -2,7 +2,10 @@
 only when a spec asks for it.
 
 - ``spec`` ``None`` or ``exact``: exact search where :func:`~zsindex.index.device.
-  choose_exact_backend` puts it: :class:`ExactIndex` (``numpy-blocked``) on the CPU,
+  choose_exact_backend` puts it: on the CPU :class:`ExactIndex` (``numpy-blocked``) or, for
+  ``exact,int8``, a :class:`~zsindex.index.compressed.CompressedIndex` (``int8-rescore``: an
+  int8 scan copy whose error bound proves the top k exact and bounds the normaliser within
+  1e-3; opt-in, see its module for when it pays),
   :class:`~zsindex.index.device.GpuFlatIndex` (``faiss-gpu-flat``) with FAISS GPU, else
   :class:`~zsindex.index.torch_index.TorchIndex` (``torch-cuda``) when torch sees CUDA.
 - an approximate spec (``ivf…``/``hnsw…``, with storage): an :class:`AnnIndex` built and tuned
@@ -21,6 +24,7 @@ import numpy as np
 
 from zsindex.config import validate_device
 from zsindex.index.build import build_index
+from zsindex.index.compressed import compress
 from zsindex.index.device import GpuFlatIndex, choose_exact_backend
 from zsindex.index.exact import ExactIndex
 from zsindex.index.types import IndexSpec, SearchIndex
@@ -65,6 +69,8 @@ def choose_index(
     else:
         exact = ExactIndex(matrix, check_finite=check_finite)
         index = exact
+        if parsed.storage == "int8" and choice.device == "cpu":
+            index = compress(exact, min_rows=0)
         if choice.backend == "faiss-gpu-flat":  # pragma: no cover - needs FAISS GPU
             index = GpuFlatIndex(exact, choice.device_id)
     log.info("exact search over %d labels: %s on %s", index.count, index.backend, index.device)

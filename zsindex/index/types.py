@@ -47,7 +47,11 @@ class SearchResult:
             approximate index, whose ids may miss some of the true top k.
         num_searched: number of labels searched (the whole set, or the subset's size).
         backend: which path answered (``numpy-blocked``, ``torch-cuda``, ``faiss-gpu-flat``,
-            ``faiss-ivf`` …).
+            ``faiss-ivf``, ``int8-rescore`` …).
+        probability_bound: float64 ``[Q]`` bound on the relative error of each query's
+            probabilities when the normaliser was bounded rather than summed exactly (the int8
+            scan copy: at most 1e-3; 0 where that query was normalised exactly); ``None`` when
+            every probability is exact (or no normaliser is involved).
     """
 
     ids: np.ndarray
@@ -60,6 +64,7 @@ class SearchResult:
     exact_neighbors: bool
     num_searched: int
     backend: str
+    probability_bound: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -105,7 +110,7 @@ class SearchIndex(Protocol):
         """Search ``queries`` (``[Q, dim]`` or ``[dim]``) for their top ``k`` labels."""
 
 
-_STORAGE = ("flat", "sq8", "fp16")
+_STORAGE = ("flat", "sq8", "fp16", "int8")
 _KIND_RE = re.compile(r"^(exact|flat|ivf|hnsw)(\d*)(?::(.*))?$")
 
 
@@ -115,13 +120,16 @@ class IndexSpec:
 
     Grammar: ``KIND[N][:key=value][,key=value|,STORAGE]...`` where KIND is ``exact`` (alias
     ``flat``), ``ivf`` (N = nlist) or ``hnsw`` (N = M) and STORAGE is ``flat`` (default),
-    ``sq8`` or ``fp16``. Keys: ``nlist``, ``m``, ``ef_construction``, ``nprobe``, ``ef_search``.
+    ``sq8`` or ``fp16`` (approximate kinds), or ``int8`` for ``exact`` (still exact: an int8
+    scan copy whose error bound decides what is re-scored in fp32, see
+    :mod:`zsindex.index.compressed`). Keys: ``nlist``, ``m``, ``ef_construction``, ``nprobe``,
+    ``ef_search``.
     Examples: ``exact``, ``ivf1024``, ``ivf:nlist=1024,sq8``, ``hnsw32,fp16``,
     ``ivf4096,nprobe=64`` (a fixed search parameter; no auto-tuning).
     """
 
     kind: Literal["exact", "ivf", "hnsw"] = "exact"
-    storage: Literal["flat", "sq8", "fp16"] = "flat"
+    storage: Literal["flat", "sq8", "fp16", "int8"] = "flat"
     params: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -158,8 +166,13 @@ class IndexSpec:
                     f"(allowed: {', '.join(sorted(_ALLOWED[kind])) or 'none'})"
                 )
             params[key] = int(value)
-        if kind == "exact" and storage != "flat":
-            raise InvalidInputError(f"index spec {spec!r}: exact search takes no quantizer")
+        if kind == "exact" and storage not in ("flat", "int8"):
+            raise InvalidInputError(
+                f"index spec {spec!r}: exact search takes no quantizer (only 'int8': an int8"
+                " scan copy with exact re-scoring, 'exact,int8')"
+            )
+        if kind != "exact" and storage == "int8":
+            raise InvalidInputError(f"index spec {spec!r}: int8 is for exact search (use sq8)")
         if kind == "ivf":
             params.setdefault("nlist", 1024)
         if kind == "hnsw":
@@ -170,7 +183,7 @@ class IndexSpec:
     def canonical(self) -> str:
         """A stable string for this spec (cache keys, logs): ``ivf:nlist=1024,sq8``."""
         if self.kind == "exact":
-            return "exact"
+            return "exact" if self.storage == "flat" else f"exact,{self.storage}"
         opts = ",".join(f"{key}={self.params[key]}" for key in sorted(self.params))
         suffix = "" if self.storage == "flat" else f",{self.storage}"
         return f"{self.kind}:{opts}{suffix}"

@@ -191,6 +191,11 @@ class ClassificationOut(BaseModel):
     rejected: bool = Field(
         False, description="The top probability fell below reject_below (none of these)."
     )
+    probability_bound: float | None = Field(
+        None,
+        description="Set when the normaliser was bounded (int8 scan copy): every probability is"
+        " within this relative error of the exact one (at most 1e-3).",
+    )
 
 
 LabelsValue = list[str] | dict[str, list[str]]
