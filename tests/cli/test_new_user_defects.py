@@ -167,8 +167,11 @@ def test_export_import_keeps_the_rank_names(
         run = zs("classify", image, "--labels", name, "--mode", mode, "--rank", "color", "--json")
         assert run.code == 0, run.err
         results.append(run.json()[0])
+    # The re-imported rows equal the exported ones to 1e-6 (float32 renormalised on import);
+    # at the model's logit scale that moves a probability by up to ~1e-4 relative.
     for a, b in zip(results[0]["predictions"], results[1]["predictions"], strict=True):
-        assert a["label"] == b["label"] and a["probability"] == pytest.approx(b["probability"])
+        assert a["label"] == b["label"]
+        assert a["probability"] == pytest.approx(b["probability"], rel=1e-4)
     assert [s["rank"] for s in results[1]["path"]] == ["shape", "color"]
     assert [s["label"] for s in results[1]["path"]] == [s["label"] for s in results[0]["path"]]
 
