@@ -41,6 +41,9 @@ class ClassificationResult:
     exact_probabilities: bool = True
     error: str | None = None
     error_code: str | None = None
+    probability_error: float | None = None
+    """``pruned`` mode: ``e`` such that each true probability lies in ``[p / (1 + e), p]``
+    (0 when the normaliser is exact)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -53,6 +56,8 @@ class ClassificationResult:
             out["path"] = [asdict(s) for s in self.path]
         if not self.exact_probabilities:
             out["exact_probabilities"] = False
+        if self.probability_error is not None:
+            out["probability_error"] = self.probability_error
         if self.error is not None:
             out["error"] = self.error
             out["error_code"] = self.error_code
@@ -70,6 +75,11 @@ class ClassificationResult:
             exact_probabilities=bool(data.get("exact_probabilities", True)),
             error=data.get("error"),
             error_code=data.get("error_code"),
+            probability_error=(
+                float(data["probability_error"])
+                if data.get("probability_error") is not None
+                else None
+            ),
         )
 
 
