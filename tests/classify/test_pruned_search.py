@@ -171,7 +171,7 @@ def test_zero_tolerance_with_full_budget_is_exact() -> None:
     # One query at a time: the budget of a batch shrinks with its size (flat gets cheaper).
     for q in _queries(matrix, 4):
         found = pruned_search(
-            index, groups, q, 5, logit_scale=SCALE, tolerance=0.0, max_fraction=1.0
+            index, groups, q, 5, logit_scale=SCALE, tolerance=0.0, max_fraction=1.0, tail_share=1.0
         )
         assert (found.probability_error == 0).all() and found.result.exact_probabilities
         flat = index.search(q, 5, logit_scale=SCALE)

@@ -217,7 +217,9 @@ def kmeans_groups(
     for _ in range(iterations):
         assign = _nearest(x, centres)
         sums = np.zeros_like(centres)
-        np.add.at(sums, assign, x)
+        by = np.argsort(assign, kind="stable")
+        present, first = np.unique(assign[by], return_index=True)
+        sums[present] = np.add.reduceat(x[by], first, axis=0)
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         empty = norms[:, 0] == 0
         centres = np.where(empty[:, None], centres, sums / np.where(norms > 0, norms, 1.0))

@@ -42,6 +42,13 @@ BATCH_EFFICIENCY = 8.0
 of pruned search at large batches (measured here: 320 ns at batch 1 against 42 ns at batch 64
 per row and query): the per-query budget shrinks by up to this factor as the batch grows."""
 
+TAIL_SHARE = 0.25
+"""Of the budget, the share that may go to tightening the normaliser once the top k is
+certain (the top k is what must be exact; the normaliser's bound is reported as it stands)."""
+
+PROBE_QUERIES = 4
+"""Queries of a larger batch tried first: if none of them can prune, flat answers them all."""
+
 EXTRA_CANDIDATES = 8
 """Candidates kept per (query, group) beyond ``k``, re-scored in float64 near the k-th."""
 
@@ -85,6 +92,7 @@ def pruned_search(
     logit_bias: float = 0.0,
     tolerance: float = 1e-3,
     max_fraction: float = MAX_FRACTION,
+    tail_share: float = TAIL_SHARE,
     flat_subset: Subset = None,
 ) -> PrunedResult:
     """Exact top-k over the groups' members (softmax mode), pruning groups by their bounds.
@@ -100,19 +108,48 @@ def pruned_search(
             its expanded part (within the work budget).
         max_fraction: the work budget per query, as a share of the searched rows; a query whose
             top k is not certain within it is answered by flat search.
+        tail_share: the share of that budget that may go to tightening the normaliser once
+            the top k is certain.
         flat_subset: the ``subset`` that makes flat search search the groups' members (the
             leaves of a tree; ``None`` for every row).
     """
     q = as_queries(queries, index.dim)
     k = check_k(k)
     scale, bias = check_logits(logit_scale, logit_bias)
-    nq, total = len(q), groups.num_members
-    k_eff = min(k, total)
-    sizes = groups.sizes
+    nq = len(q)
     # Flat search gets cheaper per query as the batch grows; pruned search's small products
     # do not, so the share of rows worth scoring before flat is cheaper shrinks with the batch.
     share = max_fraction / min(BATCH_EFFICIENCY, 1.0 + (nq - 1) / 8.0)
+    if nq > PROBE_QUERIES:
+        # A few queries first: where none of them can prune, the whole batch goes to flat
+        # search before any other query has paid for a first round.
+        probe = np.linspace(0, nq - 1, PROBE_QUERIES).round().astype(np.int64)
+        trial = _search(
+            index, groups, q[probe], k, scale, bias, tolerance, share, tail_share, flat_subset
+        )
+        if trial.fell_back.all():
+            flat = index.search(q, k, logit_scale=scale, logit_bias=bias, subset=flat_subset)
+            return PrunedResult(flat, np.zeros(nq), np.ones(nq), np.ones(nq, dtype=bool))
+    return _search(index, groups, q, k, scale, bias, tolerance, share, tail_share, flat_subset)
+
+
+def _search(
+    index: ExactIndex,
+    groups: Groups,
+    q: np.ndarray,
+    k: int,
+    scale: float,
+    bias: float,
+    tolerance: float,
+    share: float,
+    tail_share: float,
+    flat_subset: Subset,
+) -> PrunedResult:
+    nq, total = len(q), groups.num_members
+    k_eff = min(k, total)
+    sizes = groups.sizes
     budget = max(k_eff, int(share * total))
+    tail_budget = max(k_eff, int(tail_share * share * total))
     bounds = groups.bounds(q, np.asarray(q @ groups.centres.T))
     order = np.argsort(-bounds, axis=1, kind="stable")
     bsorted = np.take_along_axis(bounds, order, axis=1)
@@ -148,7 +185,7 @@ def pruned_search(
         fell_back |= hopeless
         active &= ~hopeless
         tail_ok = need_tail <= acc.done_prefix
-        spent = scored >= budget
+        spent = scored >= tail_budget
         active &= ~(certain & (tail_ok | spent))
         if not active.any():
             break
@@ -157,7 +194,7 @@ def pruned_search(
         grow = np.maximum(acc.done_prefix * 2, acc.done_prefix + 1)
         want = np.minimum(np.minimum(need, grow), groups.count)
         # Within the budget: stop growing at the prefix the budget allows.
-        allowed = (cum_sizes <= budget).sum(axis=1)
+        allowed = (cum_sizes <= tail_budget).sum(axis=1)
         want = np.where(certain, np.minimum(want, np.maximum(allowed, acc.done_prefix)), want)
         stuck = active & (want <= acc.done_prefix)
         active &= ~stuck
