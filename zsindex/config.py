@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from zsindex.errors import InvalidInputError
-from zsindex.options import DEFAULT_BEAM_TOLERANCE
 from zsindex.settings_types import (
+    DEFAULT_BEAM_TOLERANCE,
     HF_ENDPOINT_DEFAULT,
     BatchingConfig,
     NetworkSettings,

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from zsindex.errors import InvalidInputError
+from zsindex.settings_types import DEFAULT_BEAM_TOLERANCE as DEFAULT_BEAM_TOLERANCE
 
 Mode = Literal["flat", "beam", "marginal", "chils", "pruned"]
 Activation = Literal["softmax", "sigmoid"]
@@ -43,9 +44,6 @@ MODES: tuple[str, ...] = ("flat", "beam", "marginal", "chils", "pruned")
 ACTIVATIONS: tuple[str, ...] = ("softmax", "sigmoid")
 DEFAULT_BEAM = 8
 """The narrowest beam; without ``beam`` the width adapts above it (see the tolerance below)."""
-DEFAULT_BEAM_TOLERANCE = 1e-3
-"""Without ``beam``, each level keeps nodes until the path probability it drops is at most this
-(split over the levels); ``ZSINDEX_BEAM_TOLERANCE`` sets it."""
 FLAT_SET_MODES: tuple[str, ...] = ("flat", "pruned")
 """Modes a flat label set takes: ``pruned`` is flat search's exact top k, found by pruning."""
 MAX_K = 10_000
