@@ -35,7 +35,7 @@ def test_faiss_gpu_flat_ip_equals_cpu_exact_top_k() -> None:
     np.testing.assert_array_equal(ids, ref)
     np.testing.assert_allclose(scores, np.take_along_axis(exact, ref, axis=1), atol=1e-5)
     # The same through faiss.knn_gpu (no index), the brute-force entry point.
-    d2, i2 = faiss.knn_gpu(res, q, m, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    _, i2 = faiss.knn_gpu(res, q, m, 10, metric=faiss.METRIC_INNER_PRODUCT)
     np.testing.assert_array_equal(i2, ref)
 
 
