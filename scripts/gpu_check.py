@@ -10,7 +10,8 @@ nothing. On a GPU machine it:
    into ``.gpu-check/site`` (put first on ``PYTHONPATH`` for the steps below; the virtual
    environment itself is not touched). ``--wheels DIR`` installs from a folder of wheels
    instead (a GPU machine without a registry); ``--no-install`` skips this step;
-2. runs the ``gpu``-marked tests (``tests/gpu`` and the GPU tests of ``tests/index``), counting
+2. runs every ``gpu``-marked test (``tests/gpu`` and the GPU tests of ``tests/index`` and
+   ``tests/classify``), counting
    passes, failures and skips apart (a skip is never a pass);
 3. measures, each step within its own time budget: FAISS GPU flat inner product (fp32 and fp16
    storage) against torch fp16 matmul + softmax + top-k at 1M × 512 with 1,024 queries, and
@@ -53,10 +54,9 @@ TOTAL_BUDGET_S = 8 * 60
 INSTALL_BUDGET_S = 150
 TESTS_BUDGET_S = 120
 SERVICE_BUDGET_S = 75
-GPU_TESTS = [
-    "tests/gpu",
-    "tests/index/test_index_exact.py::test_gpu_flat_matches_cpu",
-]
+GPU_TESTS = ["tests"]
+"""Where the ``gpu``-marked tests are collected from (``tests/gpu`` and those beside the code
+they test, e.g. ``tests/index``)."""
 
 # -- finding a GPU (without importing torch on a machine that has none) ----------------------------
 

@@ -213,7 +213,8 @@ def kmeans_groups(
     rng = np.random.default_rng(seed)
     fit = np.sort(rng.choice(n, min(n, max(sample, g)), replace=False))
     x = matrix[fit].astype(np.float32)
-    centres = x[rng.choice(len(x), g, replace=False)].copy()
+    # Seeds from a smaller random part of the sample (16 per centre): k-means++ is sequential.
+    centres = _seed_centres(x[rng.choice(len(x), min(len(x), 16 * g), replace=False)], g, rng)
     for _ in range(iterations):
         assign = _nearest(x, centres)
         sums = np.zeros_like(centres)
@@ -228,6 +229,26 @@ def kmeans_groups(
         [_nearest(matrix[a : a + step].astype(np.float32), centres) for a in range(0, n, step)]
     )
     return build_groups(matrix, np.arange(n, dtype=np.int64), labels, "kmeans")
+
+
+def _seed_centres(x: np.ndarray, g: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeds (each next seed drawn with probability ∝ its squared distance to the
+    nearest seed so far): a cluster left without a seed would merge into a neighbour, and one
+    loose group costs pruning every query near it."""
+    centres = np.empty((g, x.shape[1]), dtype=np.float32)
+    centres[0] = x[rng.integers(len(x))]
+    sq = np.sum(x * x, axis=1)
+    dist = np.maximum(sq - 2 * (x @ centres[0]) + float(centres[0] @ centres[0]), 0.0)
+    with threadpool_limits(1, user_api="blas"):  # one GEMV per seed: threads only contend
+        for i in range(1, g):
+            total = float(dist.sum())
+            pick = (
+                int(rng.choice(len(x), p=dist / total)) if total > 0 else int(rng.integers(len(x)))
+            )
+            centres[i] = x[pick]
+            new = sq - 2 * (x @ centres[i]) + float(centres[i] @ centres[i])
+            np.minimum(dist, np.maximum(new, 0.0), out=dist)
+    return centres
 
 
 def _nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
