@@ -21,6 +21,7 @@ more than flat search (the group bounds, one ``[Q, G]`` product, and a first rou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -117,20 +118,36 @@ def pruned_search(
     k = check_k(k)
     scale, bias = check_logits(logit_scale, logit_bias)
     nq = len(q)
-    # Flat search gets cheaper per query as the batch grows; pruned search's small products
-    # do not, so the share of rows worth scoring before flat is cheaper shrinks with the batch.
-    share = max_fraction / min(BATCH_EFFICIENCY, 1.0 + (nq - 1) / 8.0)
+    share = _share(max_fraction, nq)
+
+    def flat(qs: np.ndarray) -> PrunedResult:
+        res = index.search(qs, k, logit_scale=scale, logit_bias=bias, subset=flat_subset)
+        n = len(qs)
+        return PrunedResult(res, np.zeros(n), np.ones(n), np.ones(n, dtype=bool))
+
+    def rest(qs: np.ndarray) -> PrunedResult:
+        # The few queries a batch's budget could not certify get the budget of a batch of
+        # their own size (flat search over a few queries costs nearly a full pass each).
+        again = _share(max_fraction, len(qs))
+        if len(qs) < nq and again > share:
+            return _search(index, groups, qs, k, scale, bias, tolerance, again, tail_share, flat)
+        return flat(qs)
+
     if nq > PROBE_QUERIES:
         # A few queries first: where none of them can prune, the whole batch goes to flat
         # search before any other query has paid for a first round.
         probe = np.linspace(0, nq - 1, PROBE_QUERIES).round().astype(np.int64)
-        trial = _search(
-            index, groups, q[probe], k, scale, bias, tolerance, share, tail_share, flat_subset
-        )
+        trial = _search(index, groups, q[probe], k, scale, bias, tolerance, share, tail_share, flat)
         if trial.fell_back.all():
-            flat = index.search(q, k, logit_scale=scale, logit_bias=bias, subset=flat_subset)
-            return PrunedResult(flat, np.zeros(nq), np.ones(nq), np.ones(nq, dtype=bool))
-    return _search(index, groups, q, k, scale, bias, tolerance, share, tail_share, flat_subset)
+            return flat(q)
+    return _search(index, groups, q, k, scale, bias, tolerance, share, tail_share, rest)
+
+
+def _share(max_fraction: float, nq: int) -> float:
+    """The share of the rows a query of a batch of ``nq`` may score before flat is cheaper:
+    flat search gets cheaper per query as the batch grows, pruned search's small products do
+    not."""
+    return max_fraction / min(BATCH_EFFICIENCY, 1.0 + (nq - 1) / 8.0)
 
 
 def _search(
@@ -143,8 +160,10 @@ def _search(
     tolerance: float,
     share: float,
     tail_share: float,
-    flat_subset: Subset,
+    rest: Callable[[np.ndarray], PrunedResult],
 ) -> PrunedResult:
+    """Pruned search of ``q`` with the per-query budget ``share``; ``rest`` answers the queries
+    whose top k the budget cannot certify."""
     nq, total = len(q), groups.num_members
     k_eff = min(k, total)
     sizes = groups.sizes
@@ -199,7 +218,7 @@ def _search(
         stuck = active & (want <= acc.done_prefix)
         active &= ~stuck
     return _assemble(
-        index, groups, q, k_eff, scale, bias, acc, ref, suffix, cum_sizes, fell_back, flat_subset
+        index, groups, q, k_eff, scale, bias, acc, ref, suffix, cum_sizes, fell_back, rest
     )
 
 
@@ -288,7 +307,7 @@ def _assemble(
     suffix: np.ndarray,
     cum_sizes: np.ndarray,
     fell_back: np.ndarray,
-    flat_subset: Subset,
+    rest: Callable[[np.ndarray], PrunedResult],
 ) -> PrunedResult:
     nq = len(q)
     total = groups.num_members
@@ -329,8 +348,12 @@ def _assemble(
         backend="pruned-groups",
     )
     if fell_back.any():
-        flat = index.search(q[fell_back], k, logit_scale=scale, logit_bias=bias, subset=flat_subset)
-        result = _merge(result, flat, fell_back)
+        other = rest(q[fell_back])
+        result = _merge(result, other.result, fell_back)
+        err[fell_back] = other.probability_error
+        frac[fell_back] = other.scored_fraction
+        fell_back = fell_back.copy()
+        fell_back[fell_back] = other.fell_back
     exact = bool((err == 0).all())
     return PrunedResult(
         result=replace(result, exact_probabilities=exact),
