@@ -456,12 +456,14 @@ def run_benches(env: dict[str, str], args: argparse.Namespace, budget: float) ->
         "1",
         "--warmup",
         "20",
+        "--device",
+        "cuda",
     ]
     try:
         done = subprocess.run(
             svc,
             cwd=ROOT,
-            env=dict(env, ZSINDEX_DEVICE="cuda"),
+            env=env,
             capture_output=True,
             text=True,
             timeout=service_budget,
@@ -525,7 +527,7 @@ def render(
         lines += ["", f"Search per image / ViT-B-32 fp16 encoding per image: {share:.1%}."]
     service = bench.get("service", {})
     if service:
-        lines += ["", "Service (`benchmarks/bench_service.py`, ZSINDEX_DEVICE=cuda):", "", "```"]
+        lines += ["", "Service (`benchmarks/bench_service.py --device cuda`):", "", "```"]
         lines += service.get("output", [service.get("error", "")])
         lines += ["```"]
     if "error" in bench:
