@@ -3,8 +3,8 @@
 The groups of a loaded label set are built once, on its first pruned search, and kept with it:
 
 - a tree: its leaves grouped under their parent nodes (the tree's own internal nodes);
-- a flat set: k-means clusters (√N of them) of its rows; a set under :data:`MIN_ROWS` rows has
-  none (flat search over it is already cheap).
+- a flat set: k-means clusters (2√N of them, k-means++ seeds) of its rows; a set under
+  :data:`MIN_ROWS` rows has none (flat search over it is already cheap).
 
 The search itself is :func:`zsindex.index.pruned.pruned_search`. Where it cannot apply — no
 groups, an index that is not the CPU exact index (a GPU serves flat search faster), a ``within``

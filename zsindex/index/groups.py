@@ -203,18 +203,19 @@ def kmeans_groups(
 
     Args:
         matrix: ``[N, dim]`` rows.
-        n_groups: number of groups (default ``√N``, at least 1).
+        n_groups: number of groups (default ``2√N``, at least 1: more groups than natural
+            clusters, so that hardly any cluster is left without a centre of its own).
         iterations: Lloyd iterations on the sample.
         sample: rows the centres are fitted on.
         seed: the random seed (groups are reproducible).
     """
     n = matrix.shape[0]
-    g = max(1, min(n, n_groups if n_groups is not None else round(math.sqrt(n))))
+    g = max(1, min(n, n_groups if n_groups is not None else round(2 * math.sqrt(n))))
     rng = np.random.default_rng(seed)
     fit = np.sort(rng.choice(n, min(n, max(sample, g)), replace=False))
     x = matrix[fit].astype(np.float32)
-    # Seeds from a smaller random part of the sample (16 per centre): k-means++ is sequential.
-    centres = _seed_centres(x[rng.choice(len(x), min(len(x), 16 * g), replace=False)], g, rng)
+    # Seeds from a smaller random part of the sample (8 per centre): k-means++ is sequential.
+    centres = _seed_centres(x[rng.choice(len(x), min(len(x), 8 * g), replace=False)], g, rng)
     for _ in range(iterations):
         assign = _nearest(x, centres)
         sums = np.zeros_like(centres)

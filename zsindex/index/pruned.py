@@ -137,7 +137,7 @@ def pruned_search(
         # A few queries first: where none of them can prune, the whole batch goes to flat
         # search before any other query has paid for a first round.
         probe = np.linspace(0, nq - 1, PROBE_QUERIES).round().astype(np.int64)
-        trial = _search(index, groups, q[probe], k, scale, bias, tolerance, share, tail_share, flat)
+        trial = _search(index, groups, q[probe], k, scale, bias, tolerance, share, tail_share, None)
         if trial.fell_back.all():
             return flat(q)
     return _search(index, groups, q, k, scale, bias, tolerance, share, tail_share, rest)
@@ -160,10 +160,10 @@ def _search(
     tolerance: float,
     share: float,
     tail_share: float,
-    rest: Callable[[np.ndarray], PrunedResult],
+    rest: Callable[[np.ndarray], PrunedResult] | None,
 ) -> PrunedResult:
     """Pruned search of ``q`` with the per-query budget ``share``; ``rest`` answers the queries
-    whose top k the budget cannot certify."""
+    whose top k the budget cannot certify (``None``: they stay unanswered, only flagged)."""
     nq, total = len(q), groups.num_members
     k_eff = min(k, total)
     sizes = groups.sizes
@@ -307,7 +307,7 @@ def _assemble(
     suffix: np.ndarray,
     cum_sizes: np.ndarray,
     fell_back: np.ndarray,
-    rest: Callable[[np.ndarray], PrunedResult],
+    rest: Callable[[np.ndarray], PrunedResult] | None,
 ) -> PrunedResult:
     nq = len(q)
     total = groups.num_members
@@ -347,7 +347,7 @@ def _assemble(
         num_searched=total,
         backend="pruned-groups",
     )
-    if fell_back.any():
+    if fell_back.any() and rest is not None:
         other = rest(q[fell_back])
         result = _merge(result, other.result, fell_back)
         err[fell_back] = other.probability_error
