@@ -21,6 +21,7 @@ more than flat search (the group bounds, one ``[Q, G]`` product, and a first rou
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -169,7 +170,11 @@ def _search(
     sizes = groups.sizes
     budget = max(k_eff, int(share * total))
     tail_budget = max(k_eff, int(tail_share * share * total))
-    bounds = groups.bounds(q, np.asarray(q @ groups.centres.T))
+    # A few queries: a GEMV, which multi-threaded BLAS mostly spends synchronising on a busy
+    # machine (measured: ~9 ms against ~0.5 ms on one thread for 1,400 centres).
+    with threadpool_limits(1, user_api="blas") if nq <= 8 else contextlib.nullcontext():
+        centre_scores = np.asarray(q @ groups.centres.T)
+    bounds = groups.bounds(q, centre_scores)
     order = np.argsort(-bounds, axis=1, kind="stable")
     bsorted = np.take_along_axis(bounds, order, axis=1)
     cum_sizes = np.cumsum(sizes[order], axis=1)
