@@ -188,8 +188,14 @@ def _search(
     acc = _Acc(
         [[] for _ in range(nq)], [[] for _ in range(nq)], np.zeros(nq), np.zeros(nq, np.int64)
     )
-    active = np.ones(nq, dtype=bool)
-    fell_back = np.zeros(nq, dtype=bool)
+    # Loose groups, seen from the bounds alone: if even the groups whose bound reaches the best
+    # centre score (a typical top score) hold more than twice the budget, the first round
+    # would be wasted. A guess, so it only decides who goes to flat search at once: the
+    # answers stay exact either way.
+    guess = (bsorted >= centre_scores.max(axis=1, initial=-np.inf)[:, None]).sum(axis=1)
+    guess_cost = cum_sizes[np.arange(nq), np.maximum(guess - 1, 0)]
+    fell_back = guess_cost > 2 * budget
+    active = ~fell_back
     # First round: a few groups, at least enough members for k candidates.
     want = np.maximum(FIRST_ROUND_GROUPS, (cum_sizes < k_eff).sum(axis=1) + 1)
     want = np.minimum(want, groups.count)
