@@ -16,7 +16,8 @@ reported ``p`` and the true ``p*`` satisfy ``p / (1 + e) ≤ p* ≤ p`` with ``e
 
 A query whose top k cannot be certified within ``max_fraction`` of the rows (loose groups:
 bounds above every score) is answered by flat exact search instead, so loose groups cost little
-more than flat search (the group bounds, one ``[Q, G]`` product, and a first round).
+more than flat search: the group bounds (one ``[Q, G]`` product) and, unless the bounds alone
+already show the groups loose, a first round; a larger batch first probes four queries.
 """
 
 from __future__ import annotations
