@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.zsindex-installed
 
-.PHONY: demo test test-slow soak fuzz lint bench venv clean
+.PHONY: demo test test-slow soak fuzz lint bench venv clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ soak: test-slow
 # e.g. `make fuzz FUZZ_ARGS=-max_total_time=600`.
 fuzz: $(STAMP)
 	$(BIN)/python scripts/fuzz_images.py $(FUZZ_ARGS)
+
+# The GPU paths, on a machine with a CUDA GPU (at most 8 minutes): a FAISS GPU build for the
+# CUDA present (into .gpu-check/, the venv untouched), the `gpu` tests, and the GPU section of
+# benchmarks/RESULTS.md. Without a GPU it says so and exits 0. E.g. GPU_CHECK_ARGS=--no-bench.
+gpu-check: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check zsindex migrations tests benchmarks scripts

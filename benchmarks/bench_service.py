@@ -411,6 +411,7 @@ def main() -> None:
         "client CPU of httpx.AsyncClient here), or httpx.AsyncClient",
     )
     p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--device", default="cpu", help="the servers' ZSINDEX_DEVICE (cuda on a GPU)")
     p.add_argument(
         "--write", action="store_true", help="write the tables to benchmarks/out/service.md"
     )
@@ -432,7 +433,7 @@ def main() -> None:
             **os.environ,
             "ZSINDEX_HOME": str(root / "home"),
             "ZSINDEX_DATABASE_URL": db,
-            "ZSINDEX_DEVICE": "cpu",
+            "ZSINDEX_DEVICE": args.device,
             "ZSINDEX_API_KEYS": API_KEY,
             "ZSINDEX_MAX_CONCURRENCY": "256",
         }

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from zsindex.errors import InvalidInputError
 from zsindex.settings_types import (
+    DEFAULT_BEAM_TOLERANCE,
     HF_ENDPOINT_DEFAULT,
     BatchingConfig,
     NetworkSettings,
@@ -117,6 +118,17 @@ def _env_float(env: Env, name: str, default: float, minimum: float = 0.0) -> flo
         ) from None
     if not value >= minimum:  # also rejects NaN
         raise InvalidInputError(f"{name}={raw!r} must be at least {minimum:g}, or {hint}")
+    return value
+
+
+def _beam_tolerance(env: Env) -> float:
+    name = "ZSINDEX_BEAM_TOLERANCE"
+    value = _env_float(env, name, DEFAULT_BEAM_TOLERANCE)
+    if not 0.0 < value < 1.0:
+        raise InvalidInputError(
+            f"{name}={_raw(env, name)!r} must be above 0 and below 1 (e.g. 0.001), or unset it "
+            f"for {DEFAULT_BEAM_TOLERANCE:g}"
+        )
     return value
 
 
@@ -278,6 +290,8 @@ class Settings:
         index: the index spec of label sets that do not ask for one, in canonical form
             (``IndexSpec.canonical``) (``ZSINDEX_INDEX``, default ``exact``; e.g. ``ivf1024``,
             ``hnsw32,fp16``).
+        beam_tolerance: the path probability the adaptive beam (``beam`` mode without a width)
+            may drop, over all levels (``ZSINDEX_BEAM_TOLERANCE``, default 0.001, in (0, 1)).
     """
 
     home: Path = field(default_factory=_default_home)
@@ -295,6 +309,7 @@ class Settings:
     fast_decode: bool = False
     index: str = DEFAULT_INDEX
     serving: ServingConfig = field(default_factory=ServingConfig)
+    beam_tolerance: float = DEFAULT_BEAM_TOLERANCE
 
     @classmethod
     def from_env(cls, environ: Env | None = None) -> Settings:
@@ -335,6 +350,7 @@ class Settings:
             fast_decode=_env_bool(env, "ZSINDEX_FAST_DECODE", False),
             index=_index_from_env(env),
             serving=_serving_from_env(env),
+            beam_tolerance=_beam_tolerance(env),
         )
 
     @property

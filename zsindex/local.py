@@ -84,7 +84,11 @@ class LocalBackend:
         import the image stack)."""
         from zsindex.classify.pipeline import ImagePipeline
 
-        return ImagePipeline(self.encoders, fast_decode=self.settings.fast_decode)
+        return ImagePipeline(
+            self.encoders,
+            fast_decode=self.settings.fast_decode,
+            beam_tolerance=self.settings.beam_tolerance,
+        )
 
     @property
     def store(self) -> Store:

@@ -11,7 +11,8 @@ Which option applies where is one table, :data:`OPTION_RULES`:
 option              modes                             label sets
 ==================  ================================  ====================
 ``k``               all                               flat and tree
-``mode``            (flat, beam, marginal, chils)     flat: ``flat`` only
+``mode``            (flat, pruned, beam, marginal,    flat: ``flat`` and
+                    chils)                            ``pruned`` only
 ``rank``            beam, marginal, chils             tree
 ``beam``            beam                              tree
 ``within``          all                               tree
@@ -33,15 +34,19 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from zsindex.errors import InvalidInputError
+from zsindex.settings_types import DEFAULT_BEAM_TOLERANCE as DEFAULT_BEAM_TOLERANCE
 
-Mode = Literal["flat", "beam", "marginal", "chils"]
+Mode = Literal["flat", "beam", "marginal", "chils", "pruned"]
 Activation = Literal["softmax", "sigmoid"]
 OnError = Literal["raise", "report"]
 NodeText = Literal["name", "path"]
 
-MODES: tuple[str, ...] = ("flat", "beam", "marginal", "chils")
+MODES: tuple[str, ...] = ("flat", "beam", "marginal", "chils", "pruned")
 ACTIVATIONS: tuple[str, ...] = ("softmax", "sigmoid")
 DEFAULT_BEAM = 8
+"""The narrowest beam; without ``beam`` the width adapts above it (see the tolerance below)."""
+FLAT_SET_MODES: tuple[str, ...] = ("flat", "pruned")
+"""Modes a flat label set takes: ``pruned`` is flat search's exact top k, found by pruning."""
 MAX_K = 10_000
 MAX_BEAM = 100_000
 TREE_MODES: tuple[str, ...] = ("beam", "marginal", "chils")
@@ -97,9 +102,10 @@ def check_fits(options: ClassifyOptions, labelset: str, *, is_tree: bool) -> Non
     (the options' own rules are :meth:`ClassifyOptions.check`'s)."""
     if is_tree:
         return
-    if options.mode != "flat":
+    if options.mode not in FLAT_SET_MODES:
         raise InvalidInputError(
-            f"mode {options.mode!r} needs a tree; {labelset!r} is a flat label set (use flat)"
+            f"mode {options.mode!r} needs a tree; {labelset!r} is a flat label set (use flat "
+            "or pruned)"
         )
     for name in _given(options):
         if OPTION_RULES[name].needs_tree:
@@ -115,9 +121,12 @@ class ClassifyOptions:
 
     Attributes:
         k: predictions per image (1 to 10,000).
-        mode: ``flat`` (leaves of a tree), ``beam``, ``marginal`` or ``chils`` (trees).
+        mode: ``flat`` (leaves of a tree), ``beam``, ``marginal`` or ``chils`` (trees), or
+            ``pruned``: flat's exact top k found by bound-pruned group search (probabilities
+            normalised with a bounded, reported error; see ``probability_error``).
         rank: named rank or depth to stop at (tree modes).
-        beam: nodes kept per level in ``beam`` mode (default 8).
+        beam: nodes kept per level in ``beam`` mode (a fixed width); ``None``: at least 8,
+            widened per query until the dropped path probability is within the tolerance.
         within: restrict to the subtree of this node (a name or an ``a/b/c`` path; trees, any
             mode).
         min_confidence: in tree modes, stop at the deepest node with at least this probability.

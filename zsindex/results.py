@@ -47,6 +47,9 @@ class ClassificationResult:
     probability_bound: float | None = None
     """Set when the softmax normaliser was bounded, not summed (the int8 scan copy): every
     probability is within this relative error of the exact one (at most 1e-3)."""
+    probability_error: float | None = None
+    """``pruned`` mode: ``e`` such that each true probability lies in ``[p / (1 + e), p]``
+    (0 when the normaliser is exact)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -62,6 +65,8 @@ class ClassificationResult:
             out["exact_probabilities"] = False
         if self.probability_bound is not None:
             out["probability_bound"] = self.probability_bound
+        if self.probability_error is not None:
+            out["probability_error"] = self.probability_error
         if self.error is not None:
             out["error"] = self.error
             out["error_code"] = self.error_code
@@ -81,6 +86,11 @@ class ClassificationResult:
             error_code=data.get("error_code"),
             rejected=bool(data.get("rejected", False)),
             probability_bound=data.get("probability_bound"),
+            probability_error=(
+                float(data["probability_error"])
+                if data.get("probability_error") is not None
+                else None
+            ),
         )
 
 

@@ -16,6 +16,10 @@ __all__ = ["MIB", "BatchingConfig", "NetworkSettings", "ServiceLimits", "Serving
 
 MIB = 1024 * 1024
 
+DEFAULT_BEAM_TOLERANCE = 1e-3
+"""Without ``beam``, each level keeps nodes until the path probability it drops is at most this
+(split over the levels); ``ZSINDEX_BEAM_TOLERANCE`` sets it."""
+
 HF_ENDPOINT_DEFAULT = "https://huggingface.co"
 
 

@@ -208,6 +208,12 @@ CASES: dict[str, Case] = {
         embeddings=EMB, labelset="shared_tree", mode="marginal", rank=1
     ),
     "within": lambda c, s: c.classify(embeddings=EMB, labelset="shared_tree", within="circle"),
+    "pruned on a tree": lambda c, s: c.classify(
+        embeddings=EMB, labelset="shared_tree", mode="pruned"
+    ),
+    "pruned on a flat set": lambda c, s: c.classify(
+        embeddings=EMB, labelset="shared", mode="pruned"
+    ),
     "within unknown": lambda c, s: c.classify(embeddings=EMB, labelset="shared_tree", within="x"),
     "tree mode on a flat set": lambda c, s: c.classify(
         embeddings=EMB, labelset="shared", mode="beam"

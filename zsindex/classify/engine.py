@@ -7,11 +7,17 @@ from dataclasses import replace
 
 import numpy as np
 
-from zsindex.classify import hierarchy
+from zsindex.classify import hierarchy, pruned
 from zsindex.classify.loaded import LoadedLabelSet
 from zsindex.classify.tree import Tree, find_node, unique_labels
 from zsindex.errors import InvalidInputError
-from zsindex.options import DEFAULT_BEAM, ClassifyOptions, check_fits
+from zsindex.options import (
+    DEFAULT_BEAM,
+    DEFAULT_BEAM_TOLERANCE,
+    FLAT_SET_MODES,
+    ClassifyOptions,
+    check_fits,
+)
 from zsindex.results import ClassificationResult, PathStep, Prediction
 
 
@@ -57,7 +63,7 @@ def resolve_target(tree: Tree, names: list[str], opts: ClassifyOptions) -> tuple
     tree whose node ids are BFS rows named ``names``: the rules and messages of every entry
     point, and of ``zsindex eval``'s folder check."""
     within = find_node(names, tree, opts.within) if opts.within is not None else None
-    if opts.mode == "flat":
+    if opts.mode in FLAT_SET_MODES:
         return within, 0
     depth = tree.resolve_rank(opts.rank)
     if within is not None and depth <= int(tree.depths[within]):
@@ -79,10 +85,15 @@ def classify_embeddings(
     emb: np.ndarray,
     image_names: list[str],
     opts: ClassifyOptions,
+    *,
+    beam_tolerance: float = DEFAULT_BEAM_TOLERANCE,
 ) -> list[ClassificationResult]:
     """Classify L2-normalised image embeddings ``[Q, dim]``; one result per row (each marked
-    ``rejected`` where ``opts.reject_below`` is set and its top probability falls below it)."""
-    results = _classify(loaded, emb, image_names, opts)
+    ``rejected`` where ``opts.reject_below`` is set and its top probability falls below it).
+
+    ``beam_tolerance`` is the adaptive beam's (``beam`` mode without ``opts.beam``).
+    """
+    results = _classify(loaded, emb, image_names, opts, beam_tolerance=beam_tolerance)
     if opts.reject_below is None:
         return results
     return [mark_rejected(r, opts.reject_below) for r in results]
@@ -102,16 +113,25 @@ def _classify(
     emb: np.ndarray,
     image_names: list[str],
     opts: ClassifyOptions,
+    *,
+    beam_tolerance: float,
 ) -> list[ClassificationResult]:
     within, depth = _resolve(loaded, opts)
     tree = loaded.tree
-    if opts.mode == "flat":
+    if opts.mode in FLAT_SET_MODES:
         return _flat(loaded, emb, image_names, opts, within)
     if tree is None:  # pragma: no cover - _resolve refuses tree modes on flat sets
         raise InvalidInputError(f"mode {opts.mode!r} needs a tree")
     if opts.mode == "beam":
+        # A given width is kept fixed; the default widens per query (adaptive beam).
         answers = hierarchy.beam_search(
-            loaded, emb, depth=depth, beam=opts.beam or DEFAULT_BEAM, within=within, top=opts.k
+            loaded,
+            emb,
+            depth=depth,
+            beam=opts.beam or DEFAULT_BEAM,
+            within=within,
+            top=opts.k,
+            tolerance=None if opts.beam is not None else beam_tolerance,
         )
         return [
             _tree_result(
@@ -183,14 +203,20 @@ def _flat(
     subset: np.ndarray | None = loaded.leaf_ids
     if within is not None and loaded.tree is not None:
         subset = _subtree_leaves(loaded.tree, within)
-    res = loaded.index.search(
-        emb,
-        opts.k,
-        logit_scale=loaded.logit_scale,
-        logit_bias=loaded.logit_bias,
-        mode=opts.activation,
-        subset=subset,
-    )
+    errors: np.ndarray | None = None
+    if opts.mode == "pruned":
+        res, errors = pruned.search(
+            loaded, emb, opts.k, within_leaves=subset if within is not None else None
+        )
+    else:
+        res = loaded.index.search(
+            emb,
+            opts.k,
+            logit_scale=loaded.logit_scale,
+            logit_bias=loaded.logit_bias,
+            mode=opts.activation,
+            subset=subset,
+        )
     labels = prediction_labels(loaded)
     bounds = res.probability_bound
     out = []
@@ -206,8 +232,10 @@ def _flat(
                 labelset=loaded.name,
                 version=loaded.version,
                 predictions=preds,
-                exact_probabilities=res.exact_probabilities,
+                # pruned: per image, exact only where every group was expanded
+                exact_probabilities=res.exact_probabilities if errors is None else not errors[q],
                 probability_bound=bound,
+                probability_error=None if errors is None else float(errors[q]),
             )
         )
     return out

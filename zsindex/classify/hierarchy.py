@@ -6,6 +6,10 @@ All three work on the BFS-ordered matrix of a :class:`~zsindex.classify.loaded.L
 - ``beam``: softmax among siblings at each level; a path's probability is the product of its
   conditional probabilities; the ``beam`` most probable nodes per level are expanded, and the
   final level's candidates are ranked by their own score (so a wide beam equals flat search).
+  With a ``tolerance`` (the default, adaptive beam) each level keeps, per query, at least
+  ``beam`` nodes and then more in probability order until the path probability it drops is at
+  most ``tolerance / levels``: the mass of the pruned nodes is known exactly (sibling softmaxes
+  multiply to one distribution over paths), so in all at most ``tolerance`` is dropped.
 - ``marginal``: the exact softmax over all leaves, summed up the tree to the requested rank.
 - ``chils``: each leaf's softmax probability times its parent's probability among the parent's
   level (CHiLS, ICML 2023), renormalised and summed up to the requested rank.
@@ -53,8 +57,11 @@ class _Level:
     log_probs: np.ndarray
     scores: np.ndarray
 
-    def ranked(self, nq: int, *, by_score: bool, limit: int | None) -> _Level:
-        """Sorted per query (best first), at most ``limit`` per query.
+    def ranked(
+        self, nq: int, *, by_score: bool, limit: int | None, drop: float | None = None
+    ) -> _Level:
+        """Sorted per query (best first), at most ``limit`` per query; with ``drop``, at least
+        ``limit`` and more by probability until the pruned path probability is at most ``drop``.
 
         Only the kept candidates are sorted: a partial selection per query first (a level can
         hold hundreds of thousands of candidates, of which a few are kept).
@@ -66,10 +73,23 @@ class _Level:
         for i in range(nq):
             seg = order[bounds[i] : bounds[i + 1]]
             if limit is not None and len(seg) > limit:
-                seg = seg[np.argpartition(-key[seg], limit - 1)[:limit]]
+                seg = self._keep(seg, key, limit, drop)
             pieces.append(seg[np.lexsort((self.nodes[seg], -key[seg]))])
         sel = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int64)
         return _Level(self.q[sel], self.nodes[sel], self.log_probs[sel], self.scores[sel])
+
+    def _keep(self, seg: np.ndarray, key: np.ndarray, limit: int, drop: float | None) -> np.ndarray:
+        top = seg[np.argpartition(-key[seg], limit - 1)[:limit]]
+        if drop is None:
+            return top
+        probs = np.exp(self.log_probs[seg].astype(np.float64))
+        if probs.sum() - np.exp(self.log_probs[top].astype(np.float64)).sum() <= drop:
+            return top
+        # Widen: the most probable first, until what is left out weighs at most ``drop``.
+        ranked = seg[np.argsort(-self.log_probs[seg], kind="stable")]
+        left = probs.sum() - np.cumsum(np.exp(self.log_probs[ranked].astype(np.float64)))
+        width = max(limit, int(np.searchsorted(-left, -drop, side="left")) + 1)
+        return ranked[: min(width, len(ranked))]
 
     def of(self, q: int) -> LevelCandidates:
         a, b = np.searchsorted(self.q, [q, q + 1])
@@ -105,9 +125,11 @@ def beam_search(
     beam: int,
     within: int | None = None,
     top: int | None = None,
+    tolerance: float | None = None,
 ) -> list[TreeAnswer]:
-    """Coarse-then-fine search to ``depth``, keeping ``beam`` nodes per level per query and
-    the ``top`` best (all when ``None``) at the final level."""
+    """Coarse-then-fine search to ``depth``, keeping ``beam`` nodes per level per query (with
+    ``tolerance``: at least ``beam``, widened until the dropped path probability is at most
+    ``tolerance`` over all levels) and the ``top`` best (all when ``None``) at the final level."""
     tree = loaded.tree
     assert tree is not None
     matrix, scale, bias = loaded.matrix, loaded.logit_scale, loaded.logit_bias
@@ -129,11 +151,16 @@ def beam_search(
         sc.ravel(),
     )
     history: list[_Level] = []
+    pruning_levels = max(1, depth - first_depth)
+    drop = None if tolerance is None else tolerance / pruning_levels
     for level_depth in range(first_depth, depth + 1):
         last = level_depth == depth
         # Prune by path probability; rank the final level by each node's own score, so that a
         # wide enough beam returns exactly what flat search over that level would.
-        level = level.ranked(nq, by_score=last, limit=top if last else beam)
+        if last:
+            level = level.ranked(nq, by_score=True, limit=top)
+        else:
+            level = level.ranked(nq, by_score=False, limit=beam, drop=drop)
         history.append(level)
         if last:
             break

@@ -30,7 +30,7 @@ from zsindex.classify.inputs import decode_data_url, is_data_url
 from zsindex.classify.loaded import LoadedLabelSet
 from zsindex.encoders.images import DEFAULT_MAX_PIXELS, ImageSource, check_image, load_image
 from zsindex.errors import ImageError, InvalidInputError
-from zsindex.options import ClassifyOptions, OnError
+from zsindex.options import DEFAULT_BEAM_TOLERANCE, ClassifyOptions, OnError
 from zsindex.results import ClassificationResult
 
 if TYPE_CHECKING:
@@ -105,6 +105,7 @@ class ImagePipeline:
         fast_decode: the default for options that leave ``fast_decode`` unset.
         max_pixels: the largest image accepted (checked from the header before decoding).
         batch_size: images per forward pass in :meth:`run`.
+        beam_tolerance: the adaptive beam's tolerance (``beam`` mode without a width).
     """
 
     def __init__(
@@ -114,9 +115,11 @@ class ImagePipeline:
         fast_decode: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         batch_size: int = 32,
+        beam_tolerance: float = DEFAULT_BEAM_TOLERANCE,
     ) -> None:
         self.encoders = encoders
         self.fast_decode = fast_decode
+        self.beam_tolerance = beam_tolerance
         self.max_pixels = max_pixels
         self.batch_size = batch_size
 
@@ -177,7 +180,9 @@ class ImagePipeline:
         emb = check_embeddings(embeddings, loaded.record.dim)
         if len(names) != len(emb):
             raise InvalidInputError(f"{len(names)} image names for {len(emb)} embeddings")
-        return classify_embeddings(loaded, emb, list(names), options)
+        return classify_embeddings(
+            loaded, emb, list(names), options, beam_tolerance=self.beam_tolerance
+        )
 
     # -- in process ------------------------------------------------------------------------------
 

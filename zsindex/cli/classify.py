@@ -77,10 +77,15 @@ def _image(path: Path) -> Path | bytes:
     type=click.Choice(MODES),
     default="flat",
     show_default=True,
-    help="flat (leaves), beam (coarse-then-fine), marginal or chils (trees).",
+    help="flat (leaves), pruned (flat's exact top k, bound-pruned), beam (coarse-then-fine), "
+    "marginal or chils (trees).",
 )
 @click.option("--rank", help="Stop at this named rank or depth (tree modes).")
-@click.option("--beam", type=click.IntRange(1, MAX_BEAM), help="Nodes kept per level (beam mode).")
+@click.option(
+    "--beam",
+    type=click.IntRange(1, MAX_BEAM),
+    help="Nodes kept per level (beam mode; default: adaptive, at least 8).",
+)
 @click.option("--within", help="Restrict to the subtree of this node (name or a/b/c path; trees).")
 @click.option(
     "--min-confidence",

@@ -46,7 +46,7 @@ def check_plain_name(value: str | None, field: str) -> str | None:
 
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
-Mode = Literal["flat", "beam", "marginal", "chils"]
+Mode = Literal["flat", "beam", "marginal", "chils", "pruned"]
 Activation = Literal["softmax", "sigmoid"]
 
 
@@ -186,6 +186,9 @@ class ClassificationOut(BaseModel):
     predictions: list[PredictionOut]
     path: list[PathStepOut] | None = Field(None, description="Hierarchical modes only.")
     exact_probabilities: bool | None = None
+    probability_error: float | None = Field(
+        None, description="pruned mode: true probabilities lie in [p / (1 + e), p]."
+    )
     error: str | None = None
     error_code: str | None = None
     rejected: bool = Field(
