@@ -192,6 +192,7 @@ def test_saved_embeddings_classify_at_search_speed(
                 "labels": [p["label"] for p in r["predictions"]],
                 "probabilities": [p["probability"] for p in r["predictions"]],
                 "scores": [p["score"] for p in r["predictions"]],
+                "rejected": r["rejected"],
             }
             for name, r in stored.items()
         ],
