@@ -95,12 +95,15 @@ def render_eval_set(
 
 
 def render_independent_set(
-    root: Path, seed: int, per_combo: int
+    root: Path, seed: int, per_combo: int, any_rotation: bool
 ) -> list[tuple[Path, str, str, str]]:
     """Render the independent set; returns ``(path, shape, color, background kind)``."""
     if EVAL_COLOR_NAMES != COLOR_NAMES:
         raise SystemExit("render_eval_shapes.py and demo_vocab disagree on the colour names")
-    return [(p, e.shape, e.color, e.background) for p, e in save_eval_set(root, seed, per_combo)]
+    return [
+        (p, e.shape, e.color, e.background)
+        for p, e in save_eval_set(root, seed, per_combo, any_rotation)
+    ]
 
 
 @torch.no_grad()
@@ -111,6 +114,7 @@ def evaluate(
     sizes: list[int],
     formats: list[str],
     renderer: str = "demo",
+    any_rotation: bool = False,
 ) -> dict[str, Any]:
     """Run every task and return the accuracies (overall and per size/format)."""
     import open_clip
@@ -124,7 +128,7 @@ def evaluate(
 
     with tempfile.TemporaryDirectory(prefix="zsindex-tiny-eval-") as tmp:
         if renderer == "independent":
-            rows = render_independent_set(Path(tmp), seed, per_combo)
+            rows = render_independent_set(Path(tmp), seed, per_combo, any_rotation)
         else:
             rows = render_eval_set(Path(tmp), seed, per_combo, sizes, formats)
         feats = []
@@ -164,7 +168,7 @@ def evaluate(
         if t != p
     )
     results: dict[str, Any] = {
-        "renderer": renderer,
+        "renderer": renderer + (" (any rotation)" if any_rotation else ""),
         "seed": seed,
         "n_images": len(rows),
         "logit_scale": round(float(model.logit_scale.exp()), 3),
@@ -204,7 +208,8 @@ def evaluate(
 def print_table(res: dict[str, Any]) -> None:
     """Print the results as plain-text tables."""
     print(
-        f"\nzero-shot top-1 on {res['n_images']} unseen images (logit_scale {res['logit_scale']})"
+        f"\nzero-shot top-1 on {res['n_images']} unseen images, renderer {res['renderer']}, "
+        f"seed {res['seed']} (logit_scale {res['logit_scale']})"
     )
     print(f"{'task':28s} {'top1':>7s} {'n':>6s}")
     for task, v in res["tasks"].items():
@@ -235,6 +240,11 @@ def main() -> int:
         default="demo",
         help="demo: zsindex.demo (training's renderer); independent: render_eval_shapes.py",
     )
+    p.add_argument(
+        "--any-rotation",
+        action="store_true",
+        help="independent renderer: turn squares and crosses freely (diamonds, x's)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = p.parse_args()
@@ -247,6 +257,7 @@ def main() -> int:
         [int(s) for s in args.sizes.split(",")],
         [f.strip().lower() for f in args.formats.split(",")],
         args.renderer,
+        args.any_rotation,
     )
     res["seconds"] = round(time.time() - t0, 1)
     print_table(res)

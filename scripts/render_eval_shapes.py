@@ -8,7 +8,9 @@ learned that code. This module draws the same vocabulary of 6 shapes and 8 colou
 independent choices:
 
 * **geometry**: analytic inside-tests on a numpy sub-pixel grid (no Pillow drawing), its own
-  proportions (square corners, star inner radius, cross arm width, ring hole);
+  proportions (square corners, star inner radius, cross arm width, ring hole); circles, rings,
+  triangles and stars at any rotation, squares and crosses within ±25° of upright
+  (:data:`UPRIGHT_SHAPES`; ``any_rotation`` turns them freely too, into diamonds and x's);
 * **colours**: fixed RGB values of CSS/X11 named colours (``PALETTE``), never the training
   reference values nor their jitter;
 * **backgrounds**: solid colours of every kind (dark ones, navy and dark blue, shades of the
@@ -29,7 +31,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +68,9 @@ BACKGROUNDS: tuple[str, ...] = (
 )
 SIZES: tuple[int, ...] = (80, 120, 200, 300, 420)
 MIN_DISTANCE = 85.0  # RGB distance between the object's colour and every background pixel
+#: Largest turn (degrees) of the shapes whose name depends on orientation: a square turned 45° is
+#: a "diamond" and a cross an "x", names outside the vocabulary. Other shapes turn freely.
+UPRIGHT_SHAPES: dict[str, float] = {"square": 25.0, "cross": 25.0}
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ def _inside_polygon(x: np.ndarray, y: np.ndarray, pts: np.ndarray) -> np.ndarray
     return inside
 
 
-def _coverage(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
+def _coverage(shape: str, size: int, rng: np.random.Generator, any_rotation: bool) -> np.ndarray:
     """Anti-aliased coverage in [0, 1] of one shape whose bbox covers 10–60 % of the area."""
     area = rng.uniform(0.10, 0.60)
     half = 0.5 * math.sqrt(area)  # half side of the bounding box, image = 1
@@ -108,6 +113,8 @@ def _coverage(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
     ss = 3 if size >= 200 else 4
     gx, gy = _grid(size, ss)
     theta = rng.uniform(-math.pi, math.pi)
+    if shape in UPRIGHT_SHAPES and not any_rotation:
+        theta *= UPRIGHT_SHAPES[shape] / 180.0
     ct, st = math.cos(theta), math.sin(theta)
     # Local coordinates of the shape, unit = half the bbox side.
     u = ((gx - cx) * ct + (gy - cy) * st) / half
@@ -194,7 +201,12 @@ def _background(
 
 
 def render_one(
-    shape: str, color: str, kind: str, size: int, rng: np.random.Generator
+    shape: str,
+    color: str,
+    kind: str,
+    size: int,
+    rng: np.random.Generator,
+    any_rotation: bool = False,
 ) -> Image.Image:
     """Render one image; the background is redrawn until it is far enough from the object."""
     options = PALETTE[color]
@@ -205,12 +217,12 @@ def render_one(
             break
     else:  # a dark or navy draw can never be far from black: fall back to mid grey
         bg = np.full((size, size, 3), 128.0)
-    alpha = _coverage(shape, size, rng)[..., None]
+    alpha = _coverage(shape, size, rng, any_rotation)[..., None]
     img = bg + alpha * (fg - bg)
     return Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), "RGB")
 
 
-def render_eval_set(seed: int, per_combo: int) -> Iterator[EvalImage]:
+def render_eval_set(seed: int, per_combo: int, any_rotation: bool = False) -> Iterator[EvalImage]:
     """Yield ``per_combo`` images of each of the 48 colour–shape combos × every background kind.
 
     Sizes cycle through :data:`SIZES`; the same arguments always give the same images.
@@ -224,23 +236,26 @@ def render_eval_set(seed: int, per_combo: int) -> Iterator[EvalImage]:
                     size = SIZES[(k + rep) % len(SIZES)]
                     k += 1
                     yield EvalImage(
-                        render_one(shape, color, kind, size, rng), shape, color, kind, size
+                        render_one(shape, color, kind, size, rng, any_rotation),
+                        shape,
+                        color,
+                        kind,
+                        size,
                     )
 
 
 def save_eval_set(
-    root: Path, seed: int, per_combo: int, encode: Callable[[int], str] | None = None
+    root: Path, seed: int, per_combo: int, any_rotation: bool = False
 ) -> list[tuple[Path, EvalImage]]:
     """Render the set to ``root`` (alternating PNG and JPEG quality 80–92); returns the files."""
     rows = []
-    for i, item in enumerate(render_eval_set(seed, per_combo)):
-        fmt = encode(i) if encode is not None else ("png" if i % 2 == 0 else "jpeg")
+    for i, item in enumerate(render_eval_set(seed, per_combo, any_rotation)):
         buf = io.BytesIO()
-        if fmt == "png":
+        if i % 2 == 0:
             item.image.save(buf, format="PNG")
         else:
             item.image.save(buf, format="JPEG", quality=80 + (i * 7) % 13)
-        ext = "png" if fmt == "png" else "jpg"
+        ext = "png" if i % 2 == 0 else "jpg"
         path = root / item.background / f"{item.color}_{item.shape}_{i:05d}.{ext}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(buf.getvalue())
@@ -253,8 +268,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=31337)
     p.add_argument("--per-combo", type=int, default=1, help="images per combo and background")
+    p.add_argument("--any-rotation", action="store_true", help="turn squares and crosses freely")
     args = p.parse_args()
-    rows = save_eval_set(args.out, args.seed, args.per_combo)
+    rows = save_eval_set(args.out, args.seed, args.per_combo, args.any_rotation)
     print(f"wrote {len(rows)} images to {args.out}")
     return 0
 
