@@ -262,7 +262,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="output folder (local-dir layout)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1200, help="optimizer steps")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--num-images", type=int, default=24000, help="pre-rendered training images")
     p.add_argument("--val-images", type=int, default=480, help="images of the accuracy monitor")
