@@ -47,6 +47,27 @@ def render(folder: Path, n: int, size: int) -> list[Path]:
     return paths
 
 
+def random_vit_b_32(folder: Path) -> str:
+    """open_clip's ViT-B-32 with random weights in the local-dir layout (no download): the
+    real architecture's encoding cost, for the scaling and re-encoding comparisons."""
+    import json as _json
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32")
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(folder / "open_clip_model.safetensors"),
+    )
+    config = open_clip.get_model_config("ViT-B-32")
+    (folder / "open_clip_config.json").write_text(_json.dumps({"model_cfg": config}))
+    return f"local-dir:{folder}"
+
+
 def rows_of(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
     import pyarrow.dataset as ds
 
@@ -73,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--loop-images", type=int, default=300, help="images for the slow loop")
     parser.add_argument("--part-size", type=int, default=250)
+    parser.add_argument(
+        "--model",
+        choices=("zsindex-tiny", "vit-b-32-random"),
+        default="zsindex-tiny",
+        help="the shipped tiny model, or open_clip's ViT-B-32 with random weights",
+    )
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -85,12 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="zsindex-bench-batch-"))
     settings = Settings(home=tmp / "home", device="cpu", model="zsindex-tiny", pretrained=None)
     client = Client.from_backend(LocalBackend(settings))
+    model = "zsindex-tiny" if args.model == "zsindex-tiny" else random_vit_b_32(tmp / "vit")
     for name in ("shapes", "colors"):
-        client.add_labelset(name, plugin=name)
+        client.add_labelset(name, plugin=name, model=model)
     paths = render(tmp / "images", args.images, args.size)
     labels = ["shapes", "colors"]
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "model": args.model,
         "load_before": os.getloadavg()[0],
         "images": args.images,
         "size": args.size,
@@ -183,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results, indent=1))
         return 0
     print(
-        f"machine: {results['machine']}; {args.images} images of {args.size} px; "
+        f"machine: {results['machine']}; {args.model}; {args.images} images of {args.size} px; "
         f"load {results['load_before']:.1f} → {results['load_after']:.1f}"
     )
     print(
