@@ -15,6 +15,7 @@ import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -205,10 +206,27 @@ def scratch() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
+def _traversable_by_others(path: Path) -> Path | None:
+    """The first folder above ``path`` that other users cannot enter, if any."""
+    for folder in [path, *path.parents]:
+        if folder.is_dir() and not folder.stat().st_mode & stat.S_IXOTH:
+            return folder
+    return None
+
+
 @pytest.mark.postgres
 def test_final_stage_replayed_as_non_root_against_postgres(
     dists: Dists, pg_url: str, scratch: Path
 ) -> None:
+    # The replay's dependencies come from this checkout's venv (a .pth file), which the
+    # unprivileged user must be able to read: say so plainly instead of a missing module.
+    closed = _traversable_by_others(Path(sys.prefix).resolve())
+    if closed is not None:
+        pytest.fail(
+            f"{closed} is mode {stat.S_IMODE(closed.stat().st_mode):o}: the non-root replay "
+            f"imports this venv's packages as 'nobody'; run the tests from a checkout other "
+            f"users can traverse (chmod o+x {closed})"
+        )
     final = final_stage()
     replay = Replay(scratch, final)
     _non_root(replay)
