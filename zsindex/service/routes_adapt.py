@@ -122,13 +122,7 @@ def build_router(state: ServiceState) -> APIRouter:
     scheme = Depends(bearer_scheme)
     backend = state.backend
 
-    def write_then_refresh(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        result = fn(*args, **kwargs)
-        try:
-            backend.refresh()
-        except Exception:  # the background loop retries; the write itself succeeded
-            state.metrics.refreshes.labels("error").inc()
-        return result
+    write_then_refresh = state.write_then_refresh
 
     @router.post(
         "/v1/labelsets/{name}/tune",

@@ -73,6 +73,17 @@ class ServiceState:
         if loaded.model_key not in self._models_ready:
             await asyncio.to_thread(self.load_model, loaded)
 
+    def write_then_refresh(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a write (in a worker thread), then bring this replica's loaded sets up to
+        date; a failed refresh is counted, not raised (the write itself succeeded and the
+        background loop retries)."""
+        result = fn(*args, **kwargs)
+        try:
+            self.backend.refresh()
+        except Exception:
+            self.metrics.refreshes.labels("error").inc()
+        return result
+
     def load_model(self, loaded: LoadedLabelSet) -> None:
         """Load the label set's model here and now (a worker or the follower's thread)."""
         key = loaded.model_key
