@@ -10,15 +10,18 @@
 # install, the user, ENV, the HEALTHCHECK and CMD) outside Docker against the local PostgreSQL:
 # it rejects an instruction or command it does not know, so teach it when adding one here.
 
-# One pinned base for both stages (exact patch release; add @sha256:… to pin the digest too).
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# One pinned Python release and Debian for both stages (exact patch release; add @sha256:… to
+# pin the digests too). The builder uses the full image, which has the C compiler that builds
+# the fp16 scan kernel (zsindex/index/_f16scan.c) into the wheel; the final stage is the slim one.
+ARG PYTHON_VERSION=3.11.14
+ARG DEBIAN=bookworm
 
-FROM ${PYTHON_IMAGE} AS builder
+FROM python:${PYTHON_VERSION}-${DEBIAN} AS builder
 WORKDIR /src
 COPY . .
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
 
-FROM ${PYTHON_IMAGE}
+FROM python:${PYTHON_VERSION}-slim-${DEBIAN}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     ZSINDEX_HOME=/data
 # Only the wheel comes from the builder (a bind mount: it leaves no layer behind), and no build

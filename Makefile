@@ -8,7 +8,7 @@ STAMP := $(VENV)/.zsindex-installed
 
 .PHONY: demo test test-slow soak fuzz lint bench venv clean gpu-check
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py zsindex/index/_f16scan.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)

@@ -47,6 +47,11 @@ def _installed(tmp_path: Path, artifact: Path) -> tuple[FreshEnv, Path]:
     assert_not_from_checkout(import_report(env.python, work), env.root)
     checked = run([*PIP, "--python", env.python, "check"], cwd=work)
     assert "No broken requirements" in checked.stdout, checked.stdout
+    # The build compiled the fp16 scan kernel, and the installed package imports it (this
+    # machine has a C compiler, as the Dockerfile's builder stage does).
+    probe = "from zsindex.index import f16; print(f16.compiled(), f16.available())"
+    kernel = run([str(env.python), "-c", probe], cwd=work).stdout.split()
+    assert kernel == ["True", "True"], f"installed zsindex: fp16 kernel compiled, usable = {kernel}"
     return env, work
 
 

@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from zsindex.classify.loaded import LoadedLabelSet
 from zsindex.classify.tree import Tree
+from zsindex.index import f16
 from zsindex.index.kernels import thread_pool
 
 BLOCK_ROWS = 32_768
@@ -97,10 +98,7 @@ class _Level:
 
 
 def _scores(emb: np.ndarray, matrix: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
-    block = matrix[rows]
-    if block.dtype != np.float32:
-        block = block.astype(np.float32)
-    return np.asarray(emb @ block.T)
+    return f16.scores(emb, matrix[rows])
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

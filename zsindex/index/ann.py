@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from zsindex.errors import InvalidInputError
+from zsindex.index import f16
 from zsindex.index.exact import ExactIndex, make_result
 from zsindex.index.types import (
     IndexSpec,
@@ -70,20 +71,20 @@ def build_faiss(matrix: np.ndarray, spec: IndexSpec, *, seed: int = 0) -> Any:
         rng = np.random.default_rng(seed)
         sample = min(n, nlist * TRAIN_POINTS_PER_LIST)
         rows = np.sort(rng.choice(n, size=sample, replace=False)) if sample < n else slice(None)
-        index.train(np.ascontiguousarray(matrix[rows], dtype=np.float32))
+        index.train(f16.widen(matrix[rows]))
     elif spec.kind == "hnsw":
         m = spec.params["m"]
         if spec.storage == "flat":
             index = faiss.IndexHNSWFlat(dim, m, metric)
         else:
             index = faiss.IndexHNSWSQ(dim, qtype[spec.storage], m, metric)
-            index.train(np.ascontiguousarray(matrix[: min(n, 65536)], dtype=np.float32))
+            index.train(f16.widen(matrix[: min(n, 65536)]))
         index.hnsw.efConstruction = spec.params["ef_construction"]
     else:
         raise InvalidInputError(f"{spec} is not an approximate index")
     step = 65536
     for start in range(0, n, step):
-        index.add(np.ascontiguousarray(matrix[start : start + step], dtype=np.float32))
+        index.add(f16.widen(matrix[start : start + step]))
     return index
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from zsindex.config import validate_device
+from zsindex.index import f16
 from zsindex.index.exact import ExactIndex, make_result
 from zsindex.index.rescore import TF32_ROUNDOFF, matmul_error_bound, select_verified
 from zsindex.index.types import (
@@ -174,7 +175,7 @@ class GpuFlatIndex:  # pragma: no cover - needs FAISS GPU (see tests marked gpu)
         step = 262144
         max_norm = 0.0
         for start in range(0, exact.count, step):
-            block = np.ascontiguousarray(exact.matrix[start : start + step], dtype=np.float32)
+            block = f16.widen(exact.matrix[start : start + step])
             max_norm = max(max_norm, float(np.linalg.norm(block, axis=1).max()))
             self._gpu.add(block)
         # fp16 storage (and fp16 queries) round both GEMM inputs like TF32 does.

@@ -1,11 +1,11 @@
 """Exact search over a label matrix (the default at every size) and result assembly.
 
-Compute is fp32 (numpy fp16 matmul is ~500x slower than fp32 BLAS on CPU). By default the index
-keeps an fp32 copy of an fp16 source when it fits the memory budget (half the machine's RAM):
-converting fp16 to fp32 costs ~1.3-2.4 s per 1M x 512 labels on this CPU, which a per-search
-block conversion would pay on every call (batch-1 latency 0.15 s would become ~1.5 s), and the
-on-disk cache then holds the fp32 matrix so a cold start is a verified memory map, not a
-conversion. ``keep_fp32=False`` keeps only fp16 in memory and converts one block at a time.
+Scores are fp32 products. An fp16 matrix (label sets are stored as fp16 by default) is scanned as
+it is, by the ``_f16scan`` kernel (:mod:`zsindex.index.f16`): widening fp16 to fp32 is exact, so
+the scores are the fp32 path's to rounding, while the index holds and reads half the bytes.
+Without that kernel (numpy fp16 matmul is ~500x slower than fp32 BLAS, and numpy's fp16 cast
+~0.4 G values/s) the index keeps an fp32 copy of an fp16 source when it fits the memory budget
+(half the machine's RAM); ``keep_fp32=True`` forces that copy, ``keep_fp32=False`` forbids it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from zsindex.errors import InvalidInputError
-from zsindex.index.kernels import PassResult, blocked_pass, thread_pool
+from zsindex.index import f16
+from zsindex.index.kernels import BlockScorer, PassResult, blocked_pass, thread_pool
 from zsindex.index.types import (
     IndexSpec,
     Mode,
@@ -49,6 +50,8 @@ def to_float32(matrix: np.ndarray) -> np.ndarray:
     """fp32 copy of ``matrix``, converted in row chunks on every core (fp16 casts are slow)."""
     if matrix.dtype == np.float32:
         return np.ascontiguousarray(matrix)
+    if f16.available():
+        return f16.widen(matrix)
     out = np.empty(matrix.shape, dtype=np.float32)
     step = max(1, (8 << 20) // max(1, matrix.shape[1]))
     starts = range(0, matrix.shape[0], step)
@@ -104,7 +107,8 @@ class ExactIndex:
 
     Args:
         matrix: ``[N, dim]`` float16/float32 L2-normalised label embeddings; row i is label id i.
-        keep_fp32: keep an fp32 copy of an fp16 matrix (``None``: when it fits the memory budget).
+        keep_fp32: keep an fp32 copy of an fp16 matrix (``None``: only without the fp16 kernel,
+            and when it fits the memory budget).
         check_finite: verify every value is finite (skip for a matrix read from a verified cache).
     """
 
@@ -123,7 +127,9 @@ class ExactIndex:
             raise InvalidInputError("label matrix contains NaN or infinity")
         self.source_dtype = np.dtype(arr.dtype)
         if keep_fp32 is None:
-            keep_fp32 = arr.dtype == np.float32 or arr.size * 4 <= memory_budget_bytes()
+            keep_fp32 = arr.dtype == np.float32 or (
+                not f16.available() and arr.size * 4 <= memory_budget_bytes()
+            )
         self.matrix: np.ndarray = to_float32(arr) if keep_fp32 else np.ascontiguousarray(arr)
         self._spec = IndexSpec()
 
@@ -153,13 +159,37 @@ class ExactIndex:
         """Validate ``subset`` (None, range/slice, or an array of row ids) into a target."""
         return resolve_subset(subset, self.count)
 
-    def _source(self, target: Target) -> tuple[object, bool]:
+    def _source(self, target: Target, num_queries: int) -> tuple[object, bool, BlockScorer | None]:
+        """How a pass reads ``target``: (fp32 row source, whether it needs a buffer, scorer).
+
+        fp16 rows with the kernel: a few queries are scored from the fp16 rows directly; more are
+        widened into the buffer for BLAS. Without it, numpy converts each block.
+        """
         m = self.matrix
         fp32 = m.dtype == np.float32
-        if target.rows is None:
-            base = target.start
+        fast16 = not fp32 and f16.available()
+        rows = target.rows
+        base = target.start
+
+        def block16(a: int, b: int) -> np.ndarray:
+            return m[base + a : base + b] if rows is None else m[rows[a:b]]
+
+        if fast16 and num_queries <= f16.DOT_MAX_QUERIES:
+
+            def score(a: int, b: int, q: np.ndarray, out: np.ndarray) -> None:
+                f16.dot_into(block16(a, b), q, out)
+
+            return None, False, score
+        if fast16:
+
+            def widened(a: int, b: int, buf: np.ndarray | None) -> np.ndarray:
+                assert buf is not None
+                return f16.widen_into(block16(a, b), buf[: b - a])
+
+            return widened, True, None
+        if rows is None:
             if fp32:
-                return (lambda a, b, buf: m[base + a : base + b]), False
+                return (lambda a, b, buf: m[base + a : base + b]), False, None
 
             def convert(a: int, b: int, buf: np.ndarray | None) -> np.ndarray:
                 assert buf is not None
@@ -167,11 +197,10 @@ class ExactIndex:
                 np.copyto(out, m[base + a : base + b], casting="unsafe")
                 return out
 
-            return convert, True
-        rows = target.rows
+            return convert, True, None
 
         def gather(a: int, b: int, buf: np.ndarray | None) -> np.ndarray:
-            assert buf is not None
+            assert buf is not None and rows is not None
             out = buf[: b - a]
             if fp32:
                 np.take(m, rows[a:b], axis=0, out=out)
@@ -179,7 +208,7 @@ class ExactIndex:
                 np.copyto(out, m[rows[a:b]], casting="unsafe")
             return out
 
-        return gather, True
+        return gather, True, None
 
     # -- search ------------------------------------------------------------------------------
 
@@ -248,8 +277,7 @@ class ExactIndex:
     ) -> PassResult:
         """Run one blocked pass: local top-k positions and scores, logsumexp of scaled scores."""
         if target.rows is not None and target.total <= GATHER_DENSE_MAX:
-            dense = self.matrix[target.rows]
-            block = dense if dense.dtype == np.float32 else dense.astype(np.float32)
+            block = f16.widen(self.matrix[target.rows])
             res = blocked_pass(
                 q,
                 target.total,
@@ -260,7 +288,7 @@ class ExactIndex:
                 want_lse=want_lse,
             )
             return res
-        source, needs_buffer = self._source(target)
+        source, needs_buffer, score = self._source(target, q.shape[0])
         res = blocked_pass(
             q,
             target.total,
@@ -270,6 +298,7 @@ class ExactIndex:
             want_topk=want_topk,
             want_lse=want_lse,
             needs_buffer=needs_buffer,
+            score=score,
         )
         return res
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from zsindex.index import f16
 from zsindex.index.kernels import thread_pool
 
 FP32_UNIT = 2.0**-24
@@ -150,7 +151,7 @@ def build_groups(matrix: np.ndarray, rows: np.ndarray, labels: np.ndarray, kind:
         ids = order[starts[g] : starts[g + 1]]
         run = bool(ids[-1] - ids[0] + 1 == len(ids))
         block = matrix[int(ids[0]) : int(ids[-1]) + 1] if run else matrix[ids]
-        m = block if block.dtype == np.float32 else block.astype(np.float32)
+        m = f16.widen(block)
         c32 = m.mean(axis=0, dtype=np.float64).astype(np.float32)
         norms = np.linalg.norm(m, axis=1)
         radius = float(np.linalg.norm(m - c32, axis=1).max())
@@ -213,7 +214,7 @@ def kmeans_groups(
     g = max(1, min(n, n_groups if n_groups is not None else round(2 * math.sqrt(n))))
     rng = np.random.default_rng(seed)
     fit = np.sort(rng.choice(n, min(n, max(sample, g)), replace=False))
-    x = matrix[fit].astype(np.float32)
+    x = f16.widen(matrix[fit])
     # Seeds from a smaller random part of the sample (8 per centre): k-means++ is sequential.
     centres = _seed_centres(x[rng.choice(len(x), min(len(x), 8 * g), replace=False)], g, rng)
     for _ in range(iterations):
@@ -227,7 +228,7 @@ def kmeans_groups(
         centres = np.where(empty[:, None], centres, sums / np.where(norms > 0, norms, 1.0))
     step = 65_536
     labels = np.concatenate(
-        [_nearest(matrix[a : a + step].astype(np.float32), centres) for a in range(0, n, step)]
+        [_nearest(f16.widen(matrix[a : a + step]), centres) for a in range(0, n, step)]
     )
     return build_groups(matrix, np.arange(n, dtype=np.int64), labels, "kmeans")
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from zsindex.index import f16
+
 QUANT_ROWS = 32768
 """Rows quantised per chunk."""
 
@@ -29,7 +31,7 @@ def quantise(matrix: np.ndarray, step: float, dst: Any) -> np.ndarray:
     worst = np.zeros(4)
     step32 = np.float32(step)
     for a in range(0, matrix.shape[0], QUANT_ROWS):
-        rows = np.asarray(matrix[a : a + QUANT_ROWS], dtype=np.float32)
+        rows = f16.widen(matrix[a : a + QUANT_ROWS])
         codes = np.clip(np.rint(rows / step32), -127, 127)
         code_norm = float(np.linalg.norm(codes, axis=1).max())
         err = float(np.linalg.norm(rows - step32 * codes, axis=1).max())

@@ -155,6 +155,10 @@ def _process(
 BlockSource = Callable[[int, int, np.ndarray | None], np.ndarray]
 """``source(start, stop, buffer) -> float32 [stop - start, dim]`` rows of the searched set."""
 
+BlockScorer = Callable[[int, int, np.ndarray, np.ndarray], None]
+"""``score(start, stop, queries, out)`` writes the float32 scores ``[Q, stop - start]`` of rows
+``[start, stop)`` into ``out`` (a source that computes scores itself, e.g. from fp16 rows)."""
+
 
 @dataclass
 class PassResult:
@@ -176,6 +180,7 @@ def blocked_pass(
     want_lse: bool = True,
     needs_buffer: bool = False,
     block_elements: int | None = None,
+    score: BlockScorer | None = None,
 ) -> PassResult:
     """One blocked pass over ``total`` rows served by ``source``.
 
@@ -191,6 +196,7 @@ def blocked_pass(
         needs_buffer: allocate a reusable ``[block, dim]`` fp32 buffer for ``source``.
         block_elements: target size of the ``[Q, block]`` score buffer (default
             :data:`BLOCK_ELEMENTS`).
+        score: computes each block's scores itself (``source`` is then not called).
     """
     nq, dim = queries.shape
     qs = np.ascontiguousarray(queries, dtype=np.float32)
@@ -205,13 +211,16 @@ def blocked_pass(
     pool = thread_pool() if split > 1 else None
     for start in range(0, total, rows_per_block):
         stop = min(total, start + rows_per_block)
-        block = source(start, stop, row_buf)
         width = stop - start
         w = score_buf if width == rows_per_block else np.empty((nq, width), dtype=np.float32)
-        if nq == 1:
-            np.matmul(block, qs[0], out=w[0])
+        if score is not None:
+            score(start, stop, qs, w)
         else:
-            np.matmul(qs, block.T, out=w)
+            block = source(start, stop, row_buf)
+            if nq == 1:
+                np.matmul(block, qs[0], out=w[0])
+            else:
+                np.matmul(qs, block.T, out=w)
         if pool is None:
             _process(w, states[0], start, scale, want_topk, want_lse)
         else:

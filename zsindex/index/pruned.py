@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from zsindex.index import f16
 from zsindex.index.exact import ExactIndex, make_result
 from zsindex.index.groups import Groups, dot_error
 from zsindex.index.kernels import thread_pool
@@ -281,15 +282,12 @@ def _expand(
         g = int(gs_all[a])
         qs = qs_all[a:b]
         rows = groups.members(g)
-        block = matrix[rows]
-        if block.dtype != np.float32:
-            block = block.astype(np.float32)
         ids = (
             np.arange(rows.start, rows.stop, dtype=np.int64)
             if isinstance(rows, slice)
             else np.asarray(rows)
         )
-        s = np.asarray(q[qs] @ block.T)  # [len(qs), n_g] float32
+        s = f16.scores(q[qs], matrix[rows])  # [len(qs), n_g] float32
         z = np.exp(scale * s.astype(np.float64) - ref[qs][:, None]).sum(axis=1)
         if s.shape[1] > keep:
             part = np.argpartition(-s, keep - 1, axis=1)[:, :keep]
