@@ -1,21 +1,21 @@
 """Search benchmark: zsindex exact (and approximate) search vs the seed pipeline's dense torch path.
 
 Data: ``--n`` clustered synthetic labels x ``--dim`` (``--clusters`` centres, labels near them),
-image-like queries ``normalize(0.3 * label + 0.95 * random unit vector)``, k=5.
+stored as ``--dtype`` (fp16 by default, as label sets are stored), image-like queries
+``normalize(0.3 * label + 0.95 * random unit vector)``, k=5.
 
-Baseline (same run, interleaved with zsindex to share the machine's noise): dense ``torch``
-matmul against the full fp32 matrix, ``softmax`` over all labels, ``topk``.
-zsindex exact: ``ExactIndex.search`` (blocked fp32 GEMM, running top-k and exact logsumexp).
-zsindex int8 (``--compressed``, on by default): ``CompressedIndex.search`` over the same
-``ExactIndex`` (int8 scan copy, bounded re-scoring; batches above ``SCAN_BATCH_MAX`` use the fp32
-pass). ``--rss`` measures each serving path's resident memory in its own process, serving from a
-memory-mapped fp32 ``.npy`` (as the index cache does).
+Paths, timed interleaved in one run to share the machine's noise (see :func:`bench_exact`):
+``torch`` (dense fp32 matmul + softmax + topk, the baseline), ``fp32`` (the exact index over an
+fp32 copy: zsindex's exact path before the fp16 kernel), ``fp16`` (the exact index scanning the
+stored fp16 rows with the ``_f16scan`` kernel, the default now) and ``int8`` (``CompressedIndex``,
+skip with ``--no-compressed``). ``--rss`` measures each serving path's resident memory in its
+own process, serving from a memory-mapped ``.npy`` (as the index cache does).
 Approximate (``--ann``): recall@5-vs-speed curve of each spec on the same queries and what the
 auto-tuner picks for recall 0.99.
 
     .venv/bin/python benchmarks/bench_search.py                 # 1M x 512, batches 1 and 256
     .venv/bin/python benchmarks/bench_search.py --n 200000 --ann ivf1024,hnsw32
-    .venv/bin/python benchmarks/bench_search.py --ann '' --rss       # exact vs int8 vs torch
+    .venv/bin/python benchmarks/bench_search.py --ann '' --rss       # exact paths, RSS
 """
 
 from __future__ import annotations
@@ -71,6 +71,13 @@ def bench_exact(
     compressed: bool,
     singles: int = 32,
 ) -> list[dict]:
+    """Time every exact path on the same queries, interleaved, one row per batch size.
+
+    Paths: ``torch`` (dense fp32 matmul + softmax + topk, the baseline), ``fp32`` (the exact
+    index over an fp32 copy: zsindex before the fp16 kernel, and what an fp32 label set gets),
+    ``fp16`` (the exact index scanning the stored fp16 rows; only for an fp16 matrix) and
+    ``int8`` (``CompressedIndex``, with ``compressed``).
+    """
     import torch
 
     from zsindex.index import ExactIndex
@@ -78,31 +85,37 @@ def bench_exact(
     from zsindex.index.tuner import simulate_image_queries
 
     torch.set_grad_enabled(False)
-    index = ExactIndex(matrix, check_finite=False)
-    cindex = None
+    paths: dict[str, Any] = {"fp32": ExactIndex(matrix, keep_fp32=True, check_finite=False)}
+    if matrix.dtype == np.float16:
+        paths["fp16"] = ExactIndex(matrix, check_finite=False)
+        assert paths["fp16"].matrix.dtype == np.float16, "the fp16 kernel is not available"
+    serving = paths.get("fp16", paths["fp32"])
     if compressed:
         start = time.perf_counter()
-        cindex = CompressedIndex(index)
+        paths["int8"] = CompressedIndex(serving)
         print(f"int8 copy built in {time.perf_counter() - start:.1f}s "
-              f"({cindex.nbytes / 2**20:.0f} MB)", flush=True)  # fmt: skip
-    dense = torch.from_numpy(matrix)
+              f"({paths['int8'].nbytes / 2**20:.0f} MB)", flush=True)  # fmt: skip
+    for name, index in paths.items():
+        print(f"{name}: {index.nbytes / 2**20:,.0f} MB of label rows", flush=True)
+    dense = torch.from_numpy(paths["fp32"].matrix)
     rows = []
     for batch in batches:
         # Batch 1 runs `singles` different queries one at a time (their costs differ: a
         # diffuse query's normaliser falls back to the fp32 pass); times are per call.
         calls = singles if batch == 1 else 1
-        queries, _ = simulate_image_queries(matrix, batch * calls, seed=batch)
+        queries, _ = simulate_image_queries(paths["fp32"].matrix, batch * calls, seed=batch)
         parts = np.split(queries, calls)
         qts = [torch.from_numpy(p) for p in parts]
 
         def baseline(qts: list[Any] = qts) -> Any:
             out = [torch.topk(torch.softmax(scale * (qt @ dense.T), dim=1), 5, dim=1) for qt in qts]
             return SimpleNamespace(
-                indices=torch.cat([o.indices for o in out]),
-                values=torch.cat([o.values for o in out]),
+                ids=torch.cat([o.indices for o in out]).numpy(),
+                probabilities=torch.cat([o.values for o in out]).numpy(),
             )
 
-        def _joined(results: list[Any]) -> Any:
+        def search(index: Any, parts: list[np.ndarray] = parts, **kw: Any) -> Any:
+            results = [index.search(p, 5, logit_scale=scale, **kw) for p in parts]
             bounds = [r.probability_bound for r in results]
             return SimpleNamespace(
                 ids=np.concatenate([r.ids for r in results]),
@@ -111,97 +124,47 @@ def bench_exact(
                 backend=results[0].backend,
             )
 
-        def ours(parts: list[np.ndarray] = parts) -> Any:
-            return _joined([index.search(p, 5, logit_scale=scale) for p in parts])
-
-        def int8(parts: list[np.ndarray] = parts) -> Any:
-            assert cindex is not None
-            return _joined([cindex.search(p, 5, logit_scale=scale) for p in parts])
-
-        # Top-k only (no normaliser: ``probabilities="topk"``), the fp32 pass vs the int8 scan.
-        def ours_topk(parts: list[np.ndarray] = parts) -> Any:
-            return [index.search(p, 5, logit_scale=scale, probabilities="topk") for p in parts]
-
-        def int8_topk(parts: list[np.ndarray] = parts) -> Any:
-            assert cindex is not None
-            return [cindex.search(p, 5, logit_scale=scale, probabilities="topk") for p in parts]
-
-        # Agreement check (ids and probabilities) before timing.
-        top = baseline()
-        res = ours()
-        same_ids = float((top.indices.numpy() == res.ids).mean())
-        max_dp = float(np.abs(top.values.numpy() - res.probabilities).max())
-        tracemalloc.start()
-        ours()
-        ours_peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        row: dict[str, Any] = {"batch": batch}
-        if cindex is not None:
-            before = cindex.fallbacks
-            cres = int8()
-            row["int8_same_ids_as_exact"] = float((cres.ids == res.ids).mean())
-            row["int8_max_rel_prob_vs_exact"] = float(
-                np.abs(cres.probabilities / res.probabilities - 1.0).max()
+        # Agreement with the fp32 path (ids and probabilities) before timing.
+        ref = search(paths["fp32"])
+        row: dict[str, Any] = {"batch": batch, "queries": batch * calls}
+        answers = {"torch": baseline(), **{n: search(i) for n, i in paths.items()}}
+        for name, res in answers.items():
+            row[f"{name}_same_ids_as_fp32"] = float((res.ids == ref.ids).mean())
+            row[f"{name}_max_rel_prob_vs_fp32"] = float(
+                np.abs(res.probabilities / ref.probabilities - 1.0).max()
             )
-            bound = cres.probability_bound
+        if "int8" in paths:
+            fallbacks = paths["int8"].fallbacks
+            bound = search(paths["int8"]).probability_bound
+            row["int8_fallbacks"] = paths["int8"].fallbacks - fallbacks
             row["int8_max_bound"] = float(bound.max()) if bound is not None else 0.0
-            row["int8_fallbacks"] = cindex.fallbacks - before
-            row["queries"] = batch * calls
-            row["int8_backend"] = cres.backend
-        base_t, ours_t, int8_t, ours_k_t, int8_k_t = [], [], [], [], []
+        tracemalloc.start()
+        search(serving)
+        row["serving_peak_alloc_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        times: dict[str, list[float]] = {"torch": [], **{n: [] for n in paths}}
         for _ in range(repeats):
-            base_t.append(timed(baseline) / calls)
-            ours_t.append(timed(ours) / calls)
-            if cindex is not None:
-                int8_t.append(timed(int8) / calls)
-                ours_k_t.append(timed(ours_topk) / calls)
-                int8_k_t.append(timed(int8_topk) / calls)
-        row.update({
-            "baseline_median_s": statistics.median(base_t),
-            "baseline_best_s": min(base_t),
-            "zsindex_median_s": statistics.median(ours_t),
-            "zsindex_best_s": min(ours_t),
-            "ratio_median": statistics.median(base_t) / statistics.median(ours_t),
-            "ratio_best": min(base_t) / min(ours_t),
-            "zsindex_peak_alloc_mb": ours_peak / 2**20,
-            "baseline_score_matrix_mb": batch * len(matrix) * 4 / 2**20,
-            "same_top5_ids": same_ids,
-            "max_prob_diff": max_dp,
-        })  # fmt: skip
+            times["torch"].append(timed(baseline) / calls)
+            for name, index in paths.items():
+                times[name].append(timed(lambda index=index: search(index)) / calls)
+        for name, ts in times.items():
+            row[f"{name}_median_s"] = statistics.median(ts)
+            row[f"{name}_best_s"] = min(ts)
         rows.append(row)
-        print(
-            f"exact batch={batch:4d}  baseline {row['baseline_median_s']:.3f}s "
-            f"(best {row['baseline_best_s']:.3f})  zsindex {row['zsindex_median_s']:.3f}s "
-            f"(best {row['zsindex_best_s']:.3f})  ratio {row['ratio_median']:.2f}x "
-            f"(best/best {row['ratio_best']:.2f}x)  zsindex peak alloc "
-            f"{row['zsindex_peak_alloc_mb']:.0f} MB vs baseline score matrix "
-            f"{row['baseline_score_matrix_mb']:.0f} MB  ids agree {same_ids:.3f}  "
-            f"max |dp| {max_dp:.1e}",
-            flush=True,
-        )
-        if int8_t:
-            row["exact_topk_median_s"] = statistics.median(ours_k_t)
-            row["int8_topk_median_s"] = statistics.median(int8_k_t)
-            row["int8_median_s"] = statistics.median(int8_t)
-            row["int8_best_s"] = min(int8_t)
-            row["int8_vs_exact"] = row["zsindex_median_s"] / row["int8_median_s"]
-            row["int8_vs_baseline"] = row["baseline_median_s"] / row["int8_median_s"]
+        fp32_t = row["fp32_median_s"]
+        for name in times:
+            t = row[f"{name}_median_s"]
             print(
-                f"int8  batch={batch:4d}  {row['int8_median_s']:.3f}s (best "
-                f"{row['int8_best_s']:.3f}, via {row['int8_backend']})  vs exact "
-                f"{row['int8_vs_exact']:.2f}x (best/best "
-                f"{row['zsindex_best_s'] / row['int8_best_s']:.2f}x)  vs torch "
-                f"{row['int8_vs_baseline']:.2f}x  ids = exact {row['int8_same_ids_as_exact']:.3f}"
-                f"  max rel dp vs exact {row['int8_max_rel_prob_vs_exact']:.1e} (bound "
-                f"{row['int8_max_bound']:.1e})  fallbacks {row['int8_fallbacks']}/{row['queries']}",
+                f"batch={batch:4d} {name:5s} {t:.4f}s per call (best {row[f'{name}_best_s']:.4f})"
+                f"  fp32 path / this {fp32_t / t:.2f}x  torch / this "
+                f"{row['torch_median_s'] / t:.2f}x  ids = fp32 path "
+                f"{row[f'{name}_same_ids_as_fp32']:.3f}  max rel dp "
+                f"{row[f'{name}_max_rel_prob_vs_fp32']:.1e}",
                 flush=True,
             )
-            print(
-                f"topk  batch={batch:4d}  (probabilities='topk', no normaliser) exact "
-                f"{row['exact_topk_median_s']:.3f}s  int8 {row['int8_topk_median_s']:.3f}s  "
-                f"ratio {row['exact_topk_median_s'] / row['int8_topk_median_s']:.2f}x",
-                flush=True,
-            )
+        if "int8" in paths:
+            print(f"            int8 bound max {row['int8_max_bound']:.1e}, fallbacks "
+                  f"{row['int8_fallbacks']}/{row['queries']}", flush=True)  # fmt: skip
     return rows
 
 
@@ -216,9 +179,13 @@ def rss_mb() -> dict[str, float]:
     return out
 
 
+RSS_KINDS = ("fp32", "fp16", "int8")
+
+
 def rss_probe(path: str, kind: str, queries: int, scale: float) -> None:
-    """Serve ``queries`` batch-1 searches from the memory-mapped fp32 ``.npy`` at ``path``
-    with ``kind`` (``exact`` or ``int8``) and print the resident memory as JSON."""
+    """Serve ``queries`` batch-1 searches with ``kind`` from the memory-mapped ``.npy`` at
+    ``path`` (as the index cache does) and print the resident memory as JSON. ``fp32``: an
+    fp32 cache file (zsindex before the fp16 kernel); ``fp16``/``int8``: the fp16 one."""
     from zsindex.index import ExactIndex
     from zsindex.index.compressed import CompressedIndex
     from zsindex.index.tuner import simulate_image_queries
@@ -229,7 +196,7 @@ def rss_probe(path: str, kind: str, queries: int, scale: float) -> None:
     if kind == "int8":
         index = CompressedIndex(index)
     built = rss_mb()
-    q, _ = simulate_image_queries(matrix, queries, seed=123)
+    q, _ = simulate_image_queries(np.asarray(matrix[:65536], dtype=np.float32), queries, seed=123)
     for row in q:
         index.search(row, 5, logit_scale=scale)
     end = rss_mb()
@@ -237,13 +204,18 @@ def rss_probe(path: str, kind: str, queries: int, scale: float) -> None:
 
 
 def bench_rss(matrix: np.ndarray, scale: float, queries: int) -> dict[str, Any]:
-    """Each serving path in its own process, from one memory-mapped fp32 file."""
+    """Each serving path in its own process, from a memory-mapped cache file."""
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
-        path = os.path.join(tmp, "labels.npy")
-        np.save(path, matrix)
-        for kind in ("exact", "int8"):
-            cmd = [sys.executable, __file__, "--rss-probe", kind, "--rss-file", path,
+        files = {"fp32": os.path.join(tmp, "labels32.npy")}
+        np.save(files["fp32"], matrix.astype(np.float32))
+        kinds = ["fp32"]
+        if matrix.dtype == np.float16:
+            files["fp16"] = files["int8"] = os.path.join(tmp, "labels16.npy")
+            np.save(files["fp16"], matrix)
+            kinds += ["fp16", "int8"]
+        for kind in kinds:
+            cmd = [sys.executable, __file__, "--rss-probe", kind, "--rss-file", files[kind],
                    "--rss-queries", str(queries), "--scale", str(scale)]  # fmt: skip
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             probe = json.loads(done.stdout.strip().splitlines()[-1])
@@ -252,12 +224,9 @@ def bench_rss(matrix: np.ndarray, scale: float, queries: int) -> dict[str, Any]:
             out[kind] = probe
             print(f"rss {kind:5s}: +{grown:.0f} MB resident after {queries} batch-1 queries "
                   f"(anon +{probe['served']['RssAnon'] - probe['start']['RssAnon']:.0f} MB, "
-                  f"file-backed +{probe['served']['RssFile'] - probe['start']['RssFile']:.0f} MB)",
+                  f"file-backed +{probe['served']['RssFile'] - probe['start']['RssFile']:.0f} MB)"
+                  f"  / fp32 path {grown / max(1.0, out['fp32']['index_rss_mb']):.2f}x",
                   flush=True)  # fmt: skip
-    if "exact" in out and "int8" in out:
-        ratio = out["int8"]["index_rss_mb"] / max(1.0, out["exact"]["index_rss_mb"])
-        out["ratio"] = ratio
-        print(f"rss int8 / exact: {ratio:.2f}x (fp32 matrix {matrix.nbytes / 2**20:.0f} MB)")
     return out
 
 
@@ -315,9 +284,13 @@ def main() -> None:
     parser.add_argument("--json", help="write results here")
     parser.add_argument("--singles", type=int, default=32, help="batch-1 queries per timing")
     parser.add_argument("--no-compressed", action="store_true", help="skip the int8 path")
+    parser.add_argument(
+        "--dtype", choices=["fp16", "fp32"], default="fp16",
+        help="label matrix dtype (fp16: what label sets are stored as by default)",
+    )  # fmt: skip
     parser.add_argument("--rss", action="store_true", help="measure serving RSS per path")
     parser.add_argument("--rss-queries", type=int, default=20)
-    parser.add_argument("--rss-probe", choices=["exact", "int8"], help=argparse.SUPPRESS)
+    parser.add_argument("--rss-probe", choices=RSS_KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--rss-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_probe:
@@ -328,7 +301,10 @@ def main() -> None:
           f"{__import__('os').cpu_count()} cores; n={args.n} dim={args.dim} "
           f"spread={args.spread}")  # fmt: skip
     matrix = clustered(args.n, args.dim, args.clusters, spread=args.spread)
-    results: dict[str, Any] = {"n": args.n, "dim": args.dim, "spread": args.spread}
+    if args.dtype == "fp16":
+        matrix = matrix.astype(np.float16)
+    results: dict[str, Any] = {"n": args.n, "dim": args.dim, "spread": args.spread,
+                               "dtype": args.dtype}  # fmt: skip
     batches = [int(b) for b in args.batches.split(",") if b]
     results["exact"] = (
         bench_exact(matrix, batches, args.repeats, args.scale, not args.no_compressed, args.singles)

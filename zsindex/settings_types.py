@@ -63,8 +63,9 @@ class BatchingConfig:
     Attributes:
         enabled: merge concurrent requests (``ZSINDEX_BATCHING``, default on).
         max_batch_images: most images in one encoder forward (``ZSINDEX_BATCH_MAX_IMAGES``, 32).
-        max_wait_s: longest the first job of a batch waits for company
-            (``ZSINDEX_BATCH_MAX_WAIT_MS``, default 4 ms).
+        max_wait_s: longest the first job of a batch waits for company while other requests
+            are on their way (``ZSINDEX_BATCH_MAX_WAIT_MS``, default 4 ms; a lone request
+            never waits).
         model_workers: threads running model work (``ZSINDEX_MODEL_WORKERS``, default 1: one
             forward at a time, each using all of torch's intra-op threads).
         torch_threads: torch intra-op threads, set when the batcher starts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -177,3 +178,32 @@ def test_abandoned_jobs_are_skipped(backend: RecordingBackend) -> None:
 
     asyncio.run(scenario())
     assert backend.encode_calls == [1]  # the timed-out job never reached the model
+
+
+def test_a_batch_waits_only_for_requests_on_their_way(backend: RecordingBackend) -> None:
+    # A long max_wait: whatever is merged is decided by arrivals, not by the clock.
+    config = BatchingConfig(max_batch_images=32, max_wait_s=1.0)
+
+    async def scenario(announce: bool) -> None:
+        batcher = MicroBatcher(backend.pipeline, config)
+        await batcher.start()
+
+        async def late_request() -> list[Any]:
+            with contextlib.ExitStack() as stack:
+                if announce:  # as the route does while it reads and decodes the request
+                    stack.enter_context(batcher.arriving())
+                await asyncio.sleep(0.1)
+            return await batcher.submit(_job(backend, "a", 1, start=1))
+
+        try:
+            late = asyncio.create_task(late_request())
+            await asyncio.sleep(0)  # the late request starts (and announces itself) first
+            await asyncio.gather(batcher.submit(_job(backend, "a", 1)), late)
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario(announce=True))
+    assert backend.encode_calls == [2]  # the first waited for the announced one
+    backend.encode_calls.clear()
+    asyncio.run(scenario(announce=False))
+    assert backend.encode_calls == [1, 1]  # nobody on the way: the first ran alone, at once

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INDEX_SPEC = "exact"
-CACHE_FORMAT = "loaded-v1"
+CACHE_FORMAT = "loaded-v2"
+"""v2: an fp16 set is cached as the fp16 rows the exact index scans (v1 held an fp32 copy)."""
 BACKGROUND_WRITE_BYTES = 64 << 20
 """A matrix at least this large is written to the local cache on a background thread: a cold
 start is ready as soon as SQL has been read (writing 2 GB with its checksums and fsync took
@@ -104,7 +105,7 @@ def serving_index(loaded: LoadedLabelSet, settings: Settings) -> SearchIndex:
     if parsed.storage == "int8" and isinstance(exact, ExactIndex) and on_cpu:
         return compress(exact, min_rows=0)  # an int8 scan copy over the loaded rows
     index = choose_index(loaded.matrix, device=settings.device, spec=spec, check_finite=False)
-    # On CPU the choice is the exact index already loaded: keep it (its fp32 copy included).
+    # On CPU the choice is the exact index already loaded: keep it (and its rows as loaded).
     return exact if index.backend == exact.backend and index.spec == exact.spec else index
 
 

@@ -7,8 +7,10 @@ Requests arriving close together are merged into one model batch:
    ``prepare`` stage and submits a :class:`Job`.
 2. The collector task takes the first waiting job, then keeps taking jobs until the batch holds
    ``max_batch_images`` images or ``max_wait_s`` has passed since the first one (whatever is
-   already queued is taken without waiting). While the model worker is busy, new jobs queue up,
-   so batches grow with load by themselves.
+   already queued is taken without waiting). It waits only while another request is on its
+   way (between the route's :meth:`MicroBatcher.arriving` and its submit: reading its body,
+   decoding): a lone request runs at once instead of waiting for company that cannot come.
+   While the model worker is busy, new jobs queue up, so batches grow with load by themselves.
 3. The batch runs in the model worker thread (never on the event loop): jobs sharing a
    ``model_key`` get **one** ``encode_images`` forward on their merged images; then jobs sharing
    a label-set version and options get one ``score`` call (search, probabilities, results);
@@ -27,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -194,6 +196,7 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._carry: Job | None = None
         self._pending = 0
+        self._arriving = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -229,6 +232,19 @@ class MicroBatcher:
             self._executor = None
 
     # -- submitting ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request on its way to :meth:`submit` (reading, resolving, decoding).
+
+        A gathered batch waits up to ``max_wait_s`` for company only while some request is
+        arriving. Used on the event loop only (no lock needed); exit right before ``submit``.
+        """
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
 
     async def submit(self, job: Job) -> list[ClassificationResult]:
         """Run ``job`` (batched with others when enabled) and return its results."""
@@ -288,6 +304,9 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.max_wait_s
         while images < self.config.max_batch_images:
+            assert self._queue is not None
+            if self._carry is None and self._queue.empty() and self._arriving == 0:
+                break  # nobody is on the way: waiting could only add latency
             job = await self._next(deadline - loop.time())
             if job is None:
                 break

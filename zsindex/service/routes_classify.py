@@ -277,7 +277,8 @@ async def _classify(
     state.metrics.inflight.inc()
     try:
         async with asyncio.timeout(state.limits.request_timeout_s):
-            _, job = await _parse(request, state, note)
+            with state.batcher.arriving():  # a batch being gathered may wait for this one
+                _, job = await _parse(request, state, note)
             return list(await state.batcher.submit(job))
     except ZsindexError as exc:
         if exc.http_status == 413:
