@@ -10,7 +10,7 @@ each set, ``--requests`` batch-1 classify calls with image-like query embeddings
 1. in process: ``Client.local().classify(embeddings=..., labelset=...)``;
 2. over HTTP: a real ``python -m zsindex.service`` on 127.0.0.1, one keep-alive httpx client,
    ``POST /v1/classify`` ``{"labelset", "embeddings": [[...]], "k": 5}``, once with
-   micro-batching on (the default: a lone request waits up to 4 ms for company) and once off.
+   micro-batching on (the default; a lone request no longer waits for company) and once off.
 
 Prints p50/p99 of both and the HTTP + JSON overhead (p50 difference), plus which index served.
 

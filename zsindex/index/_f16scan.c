@@ -71,6 +71,7 @@ static void widen_scalar(const uint16_t *src, float *dst, Py_ssize_t n) {
 #define ZS_TARGET __attribute__((target("avx2,fma,f16c")))
 #define ZS_TARGET512 __attribute__((target("avx512f,avx2,fma,f16c")))
 #define ZS_INLINE static inline __attribute__((always_inline))
+#define L2_CHUNK_BYTES (256 * 1024) /* rows scored by every query block before the next rows */
 #define QBLOCK 8 /* most queries per pass over the rows (each row is read from memory once a pass) */
 
 ZS_TARGET ZS_INLINE float hsum256(__m256 v) {
@@ -126,18 +127,25 @@ ZS_TILE(tile512, ZS_TARGET512, __m512, 16, _mm512_setzero_ps(), LOADH512, _mm512
     }                                                                                           \
     TARGET static void NAME(const uint16_t *m, Py_ssize_t rows, Py_ssize_t dim, const float *q, \
                             Py_ssize_t nq, float *out, Py_ssize_t ld) {                         \
-        for (Py_ssize_t j = 0; j < nq; j += (QB)) {                                             \
-            const float *qj = q + j * dim;                                                      \
-            float *oj = out + j * ld;                                                           \
-            switch (nq - j < (QB) ? (int)(nq - j) : (QB)) {                                     \
-            case 1: NAME##_nb(m, rows, dim, qj, 1, oj, ld); break;                              \
-            case 2: NAME##_nb(m, rows, dim, qj, 2, oj, ld); break;                              \
-            case 3: NAME##_nb(m, rows, dim, qj, 3, oj, ld); break;                              \
-            case 4: NAME##_nb(m, rows, dim, qj, 4, oj, ld); break;                              \
-            case 5: NAME##_nb(m, rows, dim, qj, 5, oj, ld); break;                              \
-            case 6: NAME##_nb(m, rows, dim, qj, 6, oj, ld); break;                              \
-            case 7: NAME##_nb(m, rows, dim, qj, 7, oj, ld); break;                              \
-            default: NAME##_nb(m, rows, dim, qj, 8, oj, ld); break;                             \
+        /* Rows in chunks that stay in L2 while every block of queries passes over them, so   \
+         * each row comes from memory once whatever the number of queries. */                  \
+        const Py_ssize_t chunk = (L2_CHUNK_BYTES) / (2 * dim) > 0 ? (L2_CHUNK_BYTES) / (2 * dim) : 1; \
+        for (Py_ssize_t r0 = 0; r0 < rows; r0 += chunk) {                                       \
+            const Py_ssize_t nr = rows - r0 < chunk ? rows - r0 : chunk;                        \
+            const uint16_t *mr = m + r0 * dim;                                                  \
+            for (Py_ssize_t j = 0; j < nq; j += (QB)) {                                         \
+                const float *qj = q + j * dim;                                                  \
+                float *oj = out + j * ld + r0;                                                  \
+                switch (nq - j < (QB) ? (int)(nq - j) : (QB)) {                                 \
+                case 1: NAME##_nb(mr, nr, dim, qj, 1, oj, ld); break;                           \
+                case 2: NAME##_nb(mr, nr, dim, qj, 2, oj, ld); break;                           \
+                case 3: NAME##_nb(mr, nr, dim, qj, 3, oj, ld); break;                           \
+                case 4: NAME##_nb(mr, nr, dim, qj, 4, oj, ld); break;                           \
+                case 5: NAME##_nb(mr, nr, dim, qj, 5, oj, ld); break;                           \
+                case 6: NAME##_nb(mr, nr, dim, qj, 6, oj, ld); break;                           \
+                case 7: NAME##_nb(mr, nr, dim, qj, 7, oj, ld); break;                           \
+                default: NAME##_nb(mr, nr, dim, qj, 8, oj, ld); break;                          \
+                }                                                                               \
             }                                                                                   \
         }                                                                                       \
     }

@@ -24,7 +24,7 @@ from types import ModuleType
 
 import numpy as np
 
-DOT_MAX_QUERIES = 32
+DOT_MAX_QUERIES = 128
 """Most queries scored by the kernel directly; above, rows are widened for BLAS's GEMM."""
 
 SPLIT_MIN_ROWS = 4096
