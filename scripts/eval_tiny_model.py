@@ -13,7 +13,7 @@ Tasks: shapes (6 classes), colours (8), colour+shape (48), and the held-out colo
 ``--renderer independent`` evaluates instead on ``scripts/render_eval_shapes.py``, a renderer that
 shares no code, colour values, sizes or backgrounds with training (dark, navy, label-coloured,
 gradient and textured backgrounds); results are then grouped by background kind, with the
-per-colour accuracy and the most frequent colour confusions.
+per-colour accuracy and the most frequent colour and shape confusions.
 
 Example::
 
@@ -153,7 +153,8 @@ def evaluate(
         return (image_features @ classifier).argmax(dim=1)
 
     combo_names = [f"{c} {s}" for c, s in all_combos()]
-    shape_ok = predict(list(SHAPES), EVAL_TEMPLATES) == shape_true
+    shape_pred = predict(list(SHAPES), EVAL_TEMPLATES)
+    shape_ok = shape_pred == shape_true
     color_pred = predict(list(COLOR_NAMES), EVAL_COLOR_TEMPLATES)
     color_ok = color_pred == color_true
     combo_ok = predict(combo_names, EVAL_TEMPLATES) == combo_true
@@ -165,6 +166,11 @@ def evaluate(
     confusions = Counter(
         f"{COLOR_NAMES[t]} -> {COLOR_NAMES[p]}"
         for t, p in zip(color_true.tolist(), color_pred.tolist(), strict=True)
+        if t != p
+    )
+    shape_confusions = Counter(
+        f"{SHAPES[t]} -> {SHAPES[p]}"
+        for t, p in zip(shape_true.tolist(), shape_pred.tolist(), strict=True)
         if t != p
     )
     results: dict[str, Any] = {
@@ -181,6 +187,7 @@ def evaluate(
         "by_group": {},
         "colour_recall": {c: acc(color_ok, color_true == i) for i, c in enumerate(COLOR_NAMES)},
         "colour_confusions": dict(confusions.most_common(8)),
+        "shape_confusions": dict(shape_confusions.most_common(8)),
         "colour_prompt_styles": {},
         "templates": {"shapes_and_combos": EVAL_TEMPLATES, "colours": EVAL_COLOR_TEMPLATES},
     }
@@ -219,6 +226,7 @@ def print_table(res: dict[str, Any]) -> None:
         print(f"{g:16s} {v['shapes']:7.3f} {v['colours']:8.3f} {v['combos']:7.3f} {v['held']:6.3f}")
     print("\ncolour recall:", ", ".join(f"{c} {v:.3f}" for c, v in res["colour_recall"].items()))
     print("colour confusions (true -> predicted):", res["colour_confusions"] or "none")
+    print("shape confusions (true -> predicted):", res["shape_confusions"] or "none")
     print("\ncolour prompt styles (top-1):")
     for style, v in res["colour_prompt_styles"].items():
         print(f"  {style:28s} {v:.4f}")
