@@ -10,9 +10,15 @@ Class prompts use templates that never occur in the training captions.
 Tasks: shapes (6 classes), colours (8), colour+shape (48), and the held-out colour+shape combos
 (images of ``HELD_OUT_COMBOS`` classified among all 48 classes).
 
+``--renderer independent`` evaluates instead on ``scripts/render_eval_shapes.py``, a renderer that
+shares no code, colour values, sizes or backgrounds with training (dark, navy, label-coloured,
+gradient and textured backgrounds); results are then grouped by background kind, with the
+per-colour accuracy and the most frequent colour and shape confusions.
+
 Example::
 
     .venv/bin/python scripts/eval_tiny_model.py --model-dir zsindex/models/zsindex-tiny
+    .venv/bin/python scripts/eval_tiny_model.py --renderer independent --per-combo 3
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from render_eval_shapes import COLOR_NAMES as EVAL_COLOR_NAMES
+from render_eval_shapes import save_eval_set
 from tiny_captions import COLOR_TEMPLATES, COMBO_TEMPLATES, HELD_OUT_COMBOS, SHAPE_TEMPLATES
 
 from zsindex.demo import (
@@ -68,8 +77,8 @@ def check_templates_unseen(templates: tuple[str, ...]) -> None:
 
 def render_eval_set(
     root: Path, seed: int, per_combo: int, sizes: list[int], formats: list[str]
-) -> list[tuple[Path, str, str, int, str]]:
-    """Render and save the evaluation images; returns ``(path, shape, color, size, format)``."""
+) -> list[tuple[Path, str, str, str]]:
+    """Render and save the evaluation images; returns ``(path, shape, color, size + format)``."""
     rng = np.random.default_rng(seed)
     rows = []
     for size in sizes:
@@ -81,13 +90,31 @@ def render_eval_set(
                     path = root / f"{size}_{fmt}" / f"{color}_{shape}_{k}.{ext}"
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(encode_image(img, fmt))
-                    rows.append((path, shape, color, size, fmt))
+                    rows.append((path, shape, color, f"{size}px {fmt}"))
     return rows
+
+
+def render_independent_set(
+    root: Path, seed: int, per_combo: int, any_rotation: bool
+) -> list[tuple[Path, str, str, str]]:
+    """Render the independent set; returns ``(path, shape, color, background kind)``."""
+    if EVAL_COLOR_NAMES != COLOR_NAMES:
+        raise SystemExit("render_eval_shapes.py and demo_vocab disagree on the colour names")
+    return [
+        (p, e.shape, e.color, e.background)
+        for p, e in save_eval_set(root, seed, per_combo, any_rotation)
+    ]
 
 
 @torch.no_grad()
 def evaluate(
-    model_dir: Path, seed: int, per_combo: int, sizes: list[int], formats: list[str]
+    model_dir: Path,
+    seed: int,
+    per_combo: int,
+    sizes: list[int],
+    formats: list[str],
+    renderer: str = "demo",
+    any_rotation: bool = False,
 ) -> dict[str, Any]:
     """Run every task and return the accuracies (overall and per size/format)."""
     import open_clip
@@ -100,7 +127,10 @@ def evaluate(
         check_templates_unseen(templates)
 
     with tempfile.TemporaryDirectory(prefix="zsindex-tiny-eval-") as tmp:
-        rows = render_eval_set(Path(tmp), seed, per_combo, sizes, formats)
+        if renderer == "independent":
+            rows = render_independent_set(Path(tmp), seed, per_combo, any_rotation)
+        else:
+            rows = render_eval_set(Path(tmp), seed, per_combo, sizes, formats)
         feats = []
         for start in range(0, len(rows), 256):
             batch = []
@@ -114,7 +144,7 @@ def evaluate(
     color_true = torch.tensor([COLOR_NAMES.index(r[2]) for r in rows])
     combo_true = color_true * len(SHAPES) + shape_true
     held = torch.tensor([(r[2], r[1]) in HELD_OUT_COMBOS for r in rows])
-    group = [f"{r[3]}px {r[4]}" for r in rows]
+    group = [r[3] for r in rows]
 
     def predict(names: list[str], templates: tuple[str, ...]) -> torch.Tensor:
         classifier = open_clip.build_zero_shot_classifier(
@@ -123,15 +153,29 @@ def evaluate(
         return (image_features @ classifier).argmax(dim=1)
 
     combo_names = [f"{c} {s}" for c, s in all_combos()]
-    shape_ok = predict(list(SHAPES), EVAL_TEMPLATES) == shape_true
-    color_ok = predict(list(COLOR_NAMES), EVAL_COLOR_TEMPLATES) == color_true
+    shape_pred = predict(list(SHAPES), EVAL_TEMPLATES)
+    shape_ok = shape_pred == shape_true
+    color_pred = predict(list(COLOR_NAMES), EVAL_COLOR_TEMPLATES)
+    color_ok = color_pred == color_true
     combo_ok = predict(combo_names, EVAL_TEMPLATES) == combo_true
 
     def acc(ok: torch.Tensor, mask: torch.Tensor | None = None) -> float:
         sel = ok if mask is None else ok[mask]
         return round(float(sel.float().mean()), 4)
 
+    confusions = Counter(
+        f"{COLOR_NAMES[t]} -> {COLOR_NAMES[p]}"
+        for t, p in zip(color_true.tolist(), color_pred.tolist(), strict=True)
+        if t != p
+    )
+    shape_confusions = Counter(
+        f"{SHAPES[t]} -> {SHAPES[p]}"
+        for t, p in zip(shape_true.tolist(), shape_pred.tolist(), strict=True)
+        if t != p
+    )
     results: dict[str, Any] = {
+        "renderer": renderer + (" (any rotation)" if any_rotation else ""),
+        "seed": seed,
         "n_images": len(rows),
         "logit_scale": round(float(model.logit_scale.exp()), 3),
         "tasks": {
@@ -141,6 +185,9 @@ def evaluate(
             "held-out combos (of 48)": {"top1": acc(combo_ok, held), "n": int(held.sum())},
         },
         "by_group": {},
+        "colour_recall": {c: acc(color_ok, color_true == i) for i, c in enumerate(COLOR_NAMES)},
+        "colour_confusions": dict(confusions.most_common(8)),
+        "shape_confusions": dict(shape_confusions.most_common(8)),
         "colour_prompt_styles": {},
         "templates": {"shapes_and_combos": EVAL_TEMPLATES, "colours": EVAL_COLOR_TEMPLATES},
     }
@@ -168,14 +215,18 @@ def evaluate(
 def print_table(res: dict[str, Any]) -> None:
     """Print the results as plain-text tables."""
     print(
-        f"\nzero-shot top-1 on {res['n_images']} unseen images (logit_scale {res['logit_scale']})"
+        f"\nzero-shot top-1 on {res['n_images']} unseen images, renderer {res['renderer']}, "
+        f"seed {res['seed']} (logit_scale {res['logit_scale']})"
     )
     print(f"{'task':28s} {'top1':>7s} {'n':>6s}")
     for task, v in res["tasks"].items():
         print(f"{task:28s} {v['top1']:7.4f} {v['n']:6d}")
-    print(f"\n{'size / format':16s} {'shapes':>7s} {'colours':>8s} {'combos':>7s} {'held':>6s}")
+    print(f"\n{'group':16s} {'shapes':>7s} {'colours':>8s} {'combos':>7s} {'held':>6s}")
     for g, v in res["by_group"].items():
         print(f"{g:16s} {v['shapes']:7.3f} {v['colours']:8.3f} {v['combos']:7.3f} {v['held']:6.3f}")
+    print("\ncolour recall:", ", ".join(f"{c} {v:.3f}" for c, v in res["colour_recall"].items()))
+    print("colour confusions (true -> predicted):", res["colour_confusions"] or "none")
+    print("shape confusions (true -> predicted):", res["shape_confusions"] or "none")
     print("\ncolour prompt styles (top-1):")
     for style, v in res["colour_prompt_styles"].items():
         print(f"  {style:28s} {v:.4f}")
@@ -191,6 +242,17 @@ def main() -> int:
     p.add_argument("--per-combo", type=int, default=2, help="images per combo, size and format")
     p.add_argument("--sizes", default="64,96,128,192,256,384,512")
     p.add_argument("--formats", default="png,jpeg")
+    p.add_argument(
+        "--renderer",
+        choices=("demo", "independent"),
+        default="demo",
+        help="demo: zsindex.demo (training's renderer); independent: render_eval_shapes.py",
+    )
+    p.add_argument(
+        "--any-rotation",
+        action="store_true",
+        help="independent renderer: turn squares and crosses freely (diamonds, x's)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = p.parse_args()
@@ -202,6 +264,8 @@ def main() -> int:
         args.per_combo,
         [int(s) for s in args.sizes.split(",")],
         [f.strip().lower() for f in args.formats.split(",")],
+        args.renderer,
+        args.any_rotation,
     )
     res["seconds"] = round(time.time() - t0, 1)
     print_table(res)

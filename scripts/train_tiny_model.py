@@ -3,7 +3,8 @@
 
 The model is a standard open_clip ``CLIP`` (ViT image tower, causal text transformer with the
 standard 49408-token BPE vocabulary and 77-token context) built from a small config dict, trained
-contrastively on images from :mod:`zsindex.demo` with varied captions (colour+shape,
+contrastively on images from ``tiny_train_render.py`` (hard backgrounds of every colour, gradients
+and textures; a share from :mod:`zsindex.demo`) with varied captions (colour+shape,
 shape-only, colour-only; see ``tiny_captions.py`` beside this script). Because several captions in
 a batch describe the same image content, the loss uses soft multi-positive targets: caption ``j``
 is a positive of image ``i`` whenever it is a true description of it. Some colour+shape
@@ -40,13 +41,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from tiny_captions import HELD_OUT_COMBOS, sample_caption
+from tiny_train_render import render_training_image
 
 from zsindex.demo import (
     EVAL_COLOR_TEMPLATES,
     EVAL_TEMPLATES,
     all_combos,
     encode_image,
-    render_shape,
 )
 from zsindex.labels.demo_vocab import COLOR_NAMES, SHAPES
 
@@ -67,9 +68,9 @@ _PROTECTED_WORDS = {
 }  # fmt: skip
 
 
-def _render_chunk(args: tuple[int, int, int, tuple[int, int], float]) -> np.ndarray:
+def _render_chunk(args: tuple[int, int, int, tuple[int, int], float, float]) -> np.ndarray:
     """Render one chunk of training images (runs in a worker process)."""
-    seed, n, image_size, src_range, jpeg_prob = args
+    seed, n, image_size, src_range, jpeg_prob, demo_share = args
     rng = np.random.default_rng(seed)
     combos = all_combos()
     out = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
@@ -77,7 +78,7 @@ def _render_chunk(args: tuple[int, int, int, tuple[int, int], float]) -> np.ndar
     for i in range(n):
         color, shape = combos[int(rng.integers(len(combos)))]
         src = int(rng.integers(src_range[0], src_range[1] + 1))
-        img = render_shape(shape, color, src, rng)
+        img = render_training_image(shape, color, src, rng, demo_share)
         if rng.random() < jpeg_prob:
             img = Image.open(io.BytesIO(encode_image(img, "jpeg", int(rng.integers(55, 96)))))
             img = img.convert("RGB")
@@ -89,13 +90,19 @@ def _render_chunk(args: tuple[int, int, int, tuple[int, int], float]) -> np.ndar
 
 
 def render_training_set(
-    n: int, image_size: int, seed: int, workers: int, src_range: tuple[int, int], jpeg_prob: float
+    n: int,
+    image_size: int,
+    seed: int,
+    workers: int,
+    src_range: tuple[int, int],
+    jpeg_prob: float,
+    demo_share: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Render ``n`` images (uint8 NHWC) and their ``(shape, color)`` indices, deterministically."""
     chunk = 1000
     seeds = np.random.SeedSequence([seed, 7919]).generate_state((n + chunk - 1) // chunk)
     jobs = [
-        (int(s), min(chunk, n - k * chunk), image_size, src_range, jpeg_prob)
+        (int(s), min(chunk, n - k * chunk), image_size, src_range, jpeg_prob, demo_share)
         for k, s in enumerate(seeds)
     ]
     if workers > 1:
@@ -255,17 +262,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="output folder (local-dir layout)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=500, help="optimizer steps")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--num-images", type=int, default=16000, help="pre-rendered training images")
+    p.add_argument("--num-images", type=int, default=24000, help="pre-rendered training images")
+    p.add_argument("--val-images", type=int, default=480, help="images of the accuracy monitor")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup", type=int, default=40)
     p.add_argument("--scale-lr-mult", type=float, default=10.0, help="logit_scale lr multiplier")
     p.add_argument("--filler-prob", type=float, default=0.3, help="random filler-word rate")
+    p.add_argument(
+        "--demo-share", type=float, default=0.2, help="share of zsindex.demo-rendered images"
+    )
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--patch-size", type=int, default=8)
-    p.add_argument("--vision-width", type=int, default=16)
+    p.add_argument("--vision-width", type=int, default=24)
     p.add_argument(
         "--vision-layers",
         default="1,1,1,1",
@@ -278,7 +289,12 @@ def main() -> None:
     p.add_argument("--embed-dim", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="processes rendering the data")
-    p.add_argument("--max-minutes", type=float, default=14.0, help="hard wall-time cap")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="wall-time cap (off by default: stopping early makes the weights depend on load)",
+    )
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
     args = p.parse_args()
@@ -294,9 +310,11 @@ def main() -> None:
 
     s = args.image_size
     images, labels = render_training_set(
-        args.num_images, s, args.seed, args.workers, (s, 3 * s), jpeg_prob=0.3
+        args.num_images, s, args.seed, args.workers, (s, 3 * s), 0.3, args.demo_share
     )
-    val_images, val_labels = render_training_set(480, s, args.seed + 10_000, 1, (s, 4 * s), 0.3)
+    val_images, val_labels = render_training_set(
+        args.val_images, s, args.seed + 10_000, 1, (s, 4 * s), 0.3, args.demo_share
+    )
     mean = images.float().div(255).mean(dim=(0, 1, 2))
     std = images.float().div(255).std(dim=(0, 1, 2))
     mean_list = [round(float(v), 3) for v in mean.tolist()]
@@ -378,7 +396,7 @@ def main() -> None:
             )
         if args.eval_every and step % args.eval_every == 0:
             print("  monitor", zero_shot_monitor(model, tokenizer, val_x, val_labels), flush=True)
-        if elapsed > args.max_minutes * 60:
+        if args.max_minutes is not None and elapsed > args.max_minutes * 60:
             print(f"stopping early at step {step}: --max-minutes reached")
             break
     train_s = time.time() - t_train
@@ -408,6 +426,7 @@ def main() -> None:
             "steps": step,
             "batch_size": args.batch_size,
             "num_images": args.num_images,
+            "demo_share": args.demo_share,
             "logit_scale": round(float(model.logit_scale.exp().item()), 4),
             "threads": args.threads,
             "torch": torch.__version__,

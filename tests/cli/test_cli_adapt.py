@@ -1,5 +1,6 @@
 """The CLI of issue 18: ``labels tune``, ``calibrate``, ``classify --reject-below`` and
-``eval``'s calibration keys and ``--plot``, in process through the real entry point."""
+``eval``'s calibration keys and ``--plot``, in process through the real entry point, on a label
+set where ``zsindex-tiny``'s zero-shot errs by construction (``adapt_cases``)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from adapt_cases import LABELS, TEAMS, team_images  # tests/ is not a package
 from PIL import Image
 
 from zsindex.demo.render import render_shape
-from zsindex.labels.demo_vocab import SHAPES
 
-COLORS = ["white", "yellow", "green", "red"]
+NAMES = list(TEAMS)
 
 
-def write_folder(root: Path, per_class: int, seed: int, colors: list[str] = COLORS) -> Path:
-    rng = np.random.default_rng(seed)
-    for color in colors:
-        (root / color).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            bg = (int(rng.integers(0, 40)), int(rng.integers(0, 50)), int(rng.integers(90, 150)))
-            img = render_shape(SHAPES[i % len(SHAPES)], color, 64, rng, background=bg)
-            img.save(root / color / f"{color}_{i}.png")
+def write_folder(root: Path, per_class: int, seed: int, labels: list[str] = NAMES) -> Path:
+    for k, label in enumerate(labels):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(team_images(label, per_class, seed * 10 + k)):
+            img.save(root / label / f"{label}_{i}.png")
     return root
 
 
@@ -35,7 +33,7 @@ def colors(zs, zs_home: Path):  # type: ignore[no-untyped-def]
         "add",
         "colors",
         "--labels",
-        "white,yellow,green,red,blue",
+        ",".join(LABELS),
         "--model",
         "zsindex-tiny",
         "--templates",
@@ -51,11 +49,11 @@ def test_tune_show_history_and_json(colors, tmp_path: Path) -> None:  # type: ig
     run = zs("labels", "tune", "colors", str(folder), "--alpha", "0.5", "--json")
     assert run.code == 0, run.err
     info = run.json()
-    assert info["version"] == 2 and info["provenance"]["tune"]["examples"] == {c: 3 for c in COLORS}
+    assert info["version"] == 2 and info["provenance"]["tune"]["examples"] == {c: 3 for c in NAMES}
     show = zs("labels", "show", "colors")
     assert "tune: from version 1, alpha 0.5 (given)" in show.out
-    assert "white: 3 example(s)" in show.out
-    digest = info["provenance"]["tune"]["images"]["white"][0]
+    assert "cross: 3 example(s)" in show.out
+    digest = info["provenance"]["tune"]["images"]["cross"][0]
     assert digest[:12] in show.out
     history = zs("labels", "history", "colors")
     assert "tune of v1 alpha=0.5, 12 ex" in history.out
@@ -156,15 +154,18 @@ def test_bad_example_folders_exit_1_and_write_nothing(
 ) -> None:
     zs = colors
     root = write_folder(
-        tmp_path / "ex", 6, seed=5, colors=["white"] if extra == "one-class" else ["white", "red"]
+        tmp_path / "ex",
+        6,
+        seed=5,
+        labels=["cross"] if extra == "one-class" else ["cross", "circle"],
     )
     if extra == "unknown":
-        write_folder(root, 2, seed=7, colors=["green"])
-        (root / "green").rename(root / "mauve")
+        write_folder(root, 2, seed=7, labels=["square"])
+        (root / "square").rename(root / "mauve")
     elif extra == "empty":
-        (root / "green").mkdir()
+        (root / "square").mkdir()
     elif extra == "unreadable":
-        (root / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+        (root / "circle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     for command in (
         ("labels", "tune", "colors", str(root), "--alpha", "0.5"),
         ("calibrate", "colors", str(root)),

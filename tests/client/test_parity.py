@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from adapt_cases import LABELS as TEAM_LABELS  # tests/ is not a package
+from adapt_cases import team_pngs
 from PIL import Image
 
 from zsindex import Client
@@ -86,34 +88,30 @@ Case = Callable[[Client, str], Any]
 EMB = _unit(3, 0)
 
 
-def _dark_blue_pngs(color: str, n: int, seed: int) -> list[bytes]:
-    """Shapes of ``color`` on dark-blue backgrounds (where zsindex-tiny errs), as PNG bytes."""
-    from zsindex.demo.render import encode_image, render_shape
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        bg = (int(rng.integers(0, 40)), int(rng.integers(0, 50)), int(rng.integers(90, 150)))
-        shape = ("circle", "square", "star")[i % 3]
-        out.append(encode_image(render_shape(shape, color, 48, rng, background=bg), "png"))
-    return out
-
-
-EXAMPLES = {c: _dark_blue_pngs(c, 4, i) for i, c in enumerate(["red", "green", "yellow"])}
+# Three classes of a label set where zero-shot errs by construction (``adapt_cases``: labels
+# named after shapes, classes defined by colour), so calibration has errors to fit. EXAMPLES,
+# keyed by colour name, feed the error cases on ``shared`` (red, green, blue, yellow).
+TEAM_EXAMPLES = {
+    label: team_pngs(label, 4, i) for i, label in enumerate(["circle", "square", "star"])
+}
+EXAMPLES = {
+    color: team_pngs(label, 4, 10 + i)
+    for i, (color, label) in enumerate([("red", "circle"), ("green", "square"), ("yellow", "star")])
+}
 
 
 def _tune_case(c: Client, s: str) -> Any:
-    c.add_labelset(f"tune{s}", ["red", "green", "blue", "yellow"], model=TINY)
-    tuned = c.tune_labelset(f"tune{s}", EXAMPLES, alpha="auto")
-    again = c.tune_labelset(f"tune{s}", EXAMPLES, alpha=0.5)
-    probe = EXAMPLES["red"][:2]
+    c.add_labelset(f"tune{s}", TEAM_LABELS, model=TINY)
+    tuned = c.tune_labelset(f"tune{s}", TEAM_EXAMPLES, alpha="auto")
+    again = c.tune_labelset(f"tune{s}", TEAM_EXAMPLES, alpha=0.5)
+    probe = TEAM_EXAMPLES["circle"][:2]
     results = c.classify(probe, labelset=f"tune{s}", k=4, reject_below=0.9)
     return tuned, again, [(r.version, r.predictions, r.rejected) for r in results]
 
 
 def _calibrate_case(c: Client, s: str) -> Any:
-    c.add_labelset(f"cal{s}", ["red", "green", "blue", "yellow"], model=TINY)
-    info = c.calibrate(f"cal{s}", EXAMPLES, target_precision=0.8)
+    c.add_labelset(f"cal{s}", TEAM_LABELS, model=TINY)
+    info = c.calibrate(f"cal{s}", TEAM_EXAMPLES, target_precision=0.8)
     results = c.classify(embeddings=EMB, labelset=f"cal{s}", k=4)
     return info, [(r.version, r.predictions) for r in results]
 

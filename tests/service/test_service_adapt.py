@@ -1,5 +1,7 @@
 """``POST /v1/labelsets/{name}/tune`` and ``/calibrate`` and ``reject_below`` over real HTTP
-(uvicorn on loopback, the real app over ``LocalBackend`` with ``colors`` = red, green, blue)."""
+(uvicorn on loopback, the real app over ``LocalBackend`` with ``colors`` = red, green, blue;
+tuning and calibrating go to ``teams``, a label set where zero-shot errs by construction, from
+``adapt_cases``, so calibration has errors to fit)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import json
 import httpx
 import numpy as np
 import pytest
+from adapt_cases import LABELS as TEAM_LABELS  # tests/ is not a package
+from adapt_cases import TEAMS, team_pngs
 from svc_helpers import auth
 
 from zsindex.demo.render import encode_image, render_shape
@@ -17,14 +21,12 @@ def pngs(color: str, n: int, seed: int) -> list[bytes]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        bg = (int(rng.integers(0, 40)), int(rng.integers(0, 50)), int(rng.integers(90, 150)))
-        img = render_shape(("circle", "star", "cross")[i % 3], color, 48, rng, background=bg)
+        img = render_shape(("circle", "star", "cross")[i % 3], color, 48, rng)
         out.append(encode_image(img, "png"))
     return out
 
 
 EXAMPLES = {"red": pngs("red", 5, 1), "green": pngs("green", 5, 2)}
-CALIBRATION = {"red": pngs("red", 6, 3), "green": pngs("green", 6, 4), "blue": pngs("blue", 6, 5)}
 
 
 def _form(examples: dict[str, list[bytes]], **fields: str) -> tuple[dict[str, str], list]:
@@ -48,16 +50,27 @@ def _versions(http: httpx.Client) -> int:
     return len(http.get("/v1/labelsets/colors/history").json())
 
 
+TEAM_EXAMPLES = {"circle": team_pngs("circle", 5, 1, 48), "square": team_pngs("square", 5, 2, 48)}
+TEAM_CALIBRATION = {label: team_pngs(label, 6, 3 + i, 48) for i, label in enumerate(TEAMS)}
+
+
 def test_tune_and_calibrate_over_http(http: httpx.Client) -> None:
-    data, files = _form(EXAMPLES, alpha="0.2")
-    r = http.post("/v1/labelsets/colors/tune", data=data, files=files, headers=auth())
+    made = http.post(
+        "/v1/labelsets",
+        json={"name": "teams", "labels": TEAM_LABELS, "model": "zsindex-tiny"},
+        headers=auth(),
+    )
+    assert made.status_code == 201, made.text
+    data, files = _form(TEAM_EXAMPLES, alpha="0.2")
+    r = http.post("/v1/labelsets/teams/tune", data=data, files=files, headers=auth())
     assert r.status_code == 201, r.text
     body = r.json()
-    assert body["version"] == 2 and body["provenance"]["tune"]["examples"] == {"red": 5, "green": 5}
-    shown = http.get("/v1/labelsets/colors").json()
+    assert body["version"] == 2
+    assert body["provenance"]["tune"]["examples"] == {"circle": 5, "square": 5}
+    shown = http.get("/v1/labelsets/teams").json()
     assert shown["provenance"] == body["provenance"]
-    data, files = _form(CALIBRATION, target_precision="0.9")
-    r = http.post("/v1/labelsets/colors/calibrate", data=data, files=files, headers=auth())
+    data, files = _form(TEAM_CALIBRATION, target_precision="0.9")
+    r = http.post("/v1/labelsets/teams/calibrate", data=data, files=files, headers=auth())
     assert r.status_code == 201, r.text
     cal = r.json()
     assert (

@@ -6,9 +6,10 @@ or lightly noisy grey/pastel background that always stays clearly distinct from 
 The shade of the colour is jittered around its reference RGB, so a colour name means "a person's
 idea of that colour", robust to shade.
 
-The same renderer produces the training data of ``scripts/train_tiny_model.py`` (whose captions
-are ``scripts/tiny_captions.py``), the evaluation images of ``scripts/eval_tiny_model.py`` and the
-images of ``zsindex demo`` and the tests. All randomness comes from the
+The same renderer produces a fifth of the training data of ``scripts/train_tiny_model.py`` (the
+rest, on hard backgrounds, comes from ``scripts/tiny_train_render.py``; captions from
+``scripts/tiny_captions.py``), the demo-renderer evaluation of ``scripts/eval_tiny_model.py`` and
+the images of ``zsindex demo`` and the tests. All randomness comes from the
 :class:`numpy.random.Generator` passed in, so a seed reproduces images exactly. Only Pillow and
 numpy are used (no torch).
 """
