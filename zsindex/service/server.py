@@ -23,6 +23,8 @@ from typing import Any
 
 import uvicorn
 
+from zsindex.service.one_write import coalescing_protocol
+
 log = logging.getLogger("zsindex.service")
 
 DRAIN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -55,6 +57,9 @@ def uvicorn_config(
         "log_level": "warning",
         "timeout_graceful_shutdown": 5,
         "lifespan": "on",
+        # One socket write per response, so a replica killed mid-response leaves the proxy an
+        # empty (retryable) response rather than a head without its body (one_write.py).
+        "http": coalescing_protocol(),
     }
     options.update(kwargs)
     return uvicorn.Config(app, **options)
