@@ -6,11 +6,13 @@ holding a response it has already begun forwarding and cannot retry (the client 
 closed connection without sending complete message body"); killed before one combined write,
 the proxy sees an empty response and retries it on another replica (deploy/haproxy.cfg).
 
-:class:`CoalescingTransport` holds every write made during one turn of the event loop and sends
-them as one at the end of that turn (``call_soon``), before a close. Starlette's responses send
-their start and body messages in the same turn through the app's pure-ASGI middlewares, so a
-buffered JSON response goes out whole. :func:`coalescing_protocol` is uvicorn's own HTTP
-protocol (httptools when installed, else h11) with its transport wrapped this way.
+:class:`CoalescingTransport` holds a response head (a write that starts with ``HTTP/`` and
+ends with the blank line) and sends it in one write with whatever is written next, the body,
+which Starlette writes in the same step through the app's pure-ASGI middlewares. Nothing else
+waits: a head with no body after it (HEAD, 204, a stream's first chunk late) goes out at the end
+of that loop turn (``call_soon``) or before a close, and every other write goes out at once, so
+a response is never held behind other work on the loop. :func:`coalescing_protocol` is
+uvicorn's own HTTP protocol (httptools when installed, else h11) with its transport wrapped so.
 """
 
 from __future__ import annotations
@@ -20,32 +22,35 @@ from typing import Any
 
 
 class CoalescingTransport:
-    """Wraps an asyncio transport: writes of one loop turn leave in one ``write``."""
+    """Wraps an asyncio transport: a response head leaves in one write with the next write."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._pending: list[bytes] = []
+        self._head: bytes | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        if not self._pending:
+        data = bytes(data)
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif data.startswith(b"HTTP/") and data.endswith(b"\r\n\r\n"):
+            self._head = data  # sent with the body, or at the end of this loop turn
             self._loop.call_soon(self.flush)
-        self._pending.append(bytes(data))
+            return
+        if not self._transport.is_closing():
+            self._transport.write(data)
 
     def writelines(self, lines: Any) -> None:
         for data in lines:
             self.write(data)
 
     def flush(self) -> None:
-        """Send what this turn wrote, as one write (a no-op once the transport is closing)."""
-        if not self._pending:
-            return
-        data = b"".join(self._pending)
-        self._pending.clear()
-        if not self._transport.is_closing():
-            self._transport.write(data)
+        """Send a held head now (a no-op once the transport is closing)."""
+        head, self._head = self._head, None
+        if head is not None and not self._transport.is_closing():
+            self._transport.write(head)
 
     def close(self) -> None:
         self.flush()
@@ -56,11 +61,11 @@ class CoalescingTransport:
         self._transport.write_eof()
 
     def abort(self) -> None:
-        self._pending.clear()
+        self._head = None
         self._transport.abort()
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(len(p) for p in self._pending)
+        return self._transport.get_write_buffer_size() + len(self._head or b"")
 
     def __getattr__(self, name: str) -> Any:
         # Everything else (get_extra_info, pause/resume_reading, is_closing, set_protocol, …)
