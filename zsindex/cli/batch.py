@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import cast
 
 import click
 
+from zsindex.cli.classify_flags import classify_options, fast_decode_option
 from zsindex.cli.context import CliState
 from zsindex.cli.output import info, print_json
-from zsindex.options import MAX_BEAM, MAX_K, MODES, ClassifyOptions, Mode
+from zsindex.options import ClassifyOptions
 
 SOME_FAILED = 3
 """Exit code of a job in which some images could not be classified (each has an error row)."""
@@ -110,31 +110,8 @@ def _duration(seconds: float) -> str:
     help="INPUTS are stored embeddings (Parquet from --save-embeddings, or .npy), not images.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace another job's output in --output.")
-@click.option(
-    "-k", "k", default=5, show_default=True, type=click.IntRange(1, MAX_K), help="Top k per row."
-)
-@click.option(
-    "--mode",
-    type=click.Choice(MODES),
-    default="flat",
-    show_default=True,
-    help="flat (leaves), beam, marginal or chils (trees).",
-)
-@click.option("--rank", help="Stop at this named rank or depth (tree modes).")
-@click.option("--beam", type=click.IntRange(1, MAX_BEAM), help="Nodes kept per level (beam).")
-@click.option("--within", help="Restrict to the subtree of this node (trees).")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), help="Tree modes: stop early.")
-@click.option("--sigmoid", is_flag=True, help="Multi-label sigmoid probabilities (flat).")
-@click.option(
-    "--reject-below",
-    type=click.FloatRange(0, 1),
-    help='"None of these": rows whose top probability is below P are marked rejected.',
-)
-@click.option(
-    "--fast-decode/--exact-decode",
-    default=None,
-    help="JPEG draft-mode decoding (faster, not bit-exact; default: ZSINDEX_FAST_DECODE).",
-)
+@classify_options
+@fast_decode_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_obj
 def batch(
@@ -152,14 +129,7 @@ def batch(
     save_embeddings: bool,
     from_embeddings: bool,
     overwrite: bool,
-    k: int,
-    mode: str,
-    rank: str | None,
-    beam: int | None,
-    within: str | None,
-    min_confidence: float | None,
-    sigmoid: bool,
-    reject_below: float | None,
+    options: ClassifyOptions,
     fast_decode: bool | None,
     as_json: bool,
 ) -> None:
@@ -175,16 +145,6 @@ def batch(
     """
     from zsindex.batch.job import RayOptions, run
 
-    options = ClassifyOptions(
-        k=k,
-        mode=cast(Mode, mode),
-        rank=rank,
-        beam=beam,
-        within=within,
-        min_confidence=min_confidence,
-        activation="sigmoid" if sigmoid else "softmax",
-        reject_below=reject_below,
-    ).check()
     summary = run(
         list(inputs),
         list(labels),

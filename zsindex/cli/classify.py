@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
 import click
 
 from zsindex.backend import Backend
+from zsindex.cli.classify_flags import classify_options, fast_decode_option
 from zsindex.cli.context import CliState
 from zsindex.cli.files import image_input
 from zsindex.cli.output import info, print_json, print_table
 from zsindex.errors import InvalidInputError
-from zsindex.options import MAX_BEAM, MAX_K, MODES, ClassifyOptions, Mode
+from zsindex.options import MAX_BEAM, MODES, ClassifyOptions, Mode
 
 SOME_FAILED = 3
 """Exit code of a run in which some images could not be classified (each is reported)."""
@@ -64,50 +66,8 @@ def _image(path: Path) -> Path | bytes:
     help="Classify stored image embeddings instead of images: Parquet from `zsindex batch "
     "--save-embeddings` (a file or folder) or a .npy matrix.",
 )
-@click.option(
-    "-k",
-    "k",
-    default=5,
-    show_default=True,
-    type=click.IntRange(1, MAX_K),
-    help="Predictions per image.",
-)
-@click.option(
-    "--mode",
-    type=click.Choice(MODES),
-    default="flat",
-    show_default=True,
-    help="flat (leaves), pruned (flat's exact top k, bound-pruned), beam (coarse-then-fine), "
-    "marginal or chils (trees).",
-)
-@click.option("--rank", help="Stop at this named rank or depth (tree modes).")
-@click.option(
-    "--beam",
-    type=click.IntRange(1, MAX_BEAM),
-    help="Nodes kept per level (beam mode; default: adaptive, at least 8).",
-)
-@click.option("--within", help="Restrict to the subtree of this node (name or a/b/c path; trees).")
-@click.option(
-    "--min-confidence",
-    type=click.FloatRange(0, 1),
-    help="Stop at the deepest node with at least this probability (tree modes).",
-)
-@click.option(
-    "--sigmoid",
-    is_flag=True,
-    help="Multi-label sigmoid probabilities instead of softmax (flat mode).",
-)
-@click.option(
-    "--reject-below",
-    type=click.FloatRange(0, 1),
-    help='"None of these": mark results whose top probability is below P as rejected.',
-)
-@click.option(
-    "--fast-decode/--exact-decode",
-    default=None,
-    help="Decode JPEGs at a reduced scale (faster, not bit-exact; default: ZSINDEX_FAST_DECODE, "
-    "off).",
-)
+@classify_options
+@fast_decode_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV rows.")
 @click.pass_obj
@@ -116,14 +76,7 @@ def classify(
     paths: tuple[str, ...],
     labelset: str,
     embeddings_path: Path | None,
-    k: int,
-    mode: str,
-    rank: str | None,
-    beam: int | None,
-    within: str | None,
-    min_confidence: float | None,
-    sigmoid: bool,
-    reject_below: float | None,
+    options: ClassifyOptions,
     fast_decode: bool | None,
     as_json: bool,
     as_csv: bool,
@@ -145,17 +98,7 @@ def classify(
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    options = ClassifyOptions(
-        k=k,
-        mode=cast(Mode, mode),
-        rank=rank,
-        beam=beam,
-        within=within,
-        min_confidence=min_confidence,
-        activation="sigmoid" if sigmoid else "softmax",
-        fast_decode=fast_decode,
-        reject_below=reject_below,
-    ).check()
+    options = replace(options, fast_decode=fast_decode)
     backend = state.client().backend
     fmt = "json" if as_json else "csv" if as_csv else "table"
     if embeddings_path is not None:
