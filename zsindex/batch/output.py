@@ -29,6 +29,7 @@ from zsindex.errors import ConflictError, InvalidInputError
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from zsindex.classify.engine import FlatAnswer
     from zsindex.results import ClassificationResult
 
 MANIFEST = "_manifest.json"
@@ -106,6 +107,50 @@ def prediction_rows(
             None if r.error is None else {"code": r.error_code, "message": r.error}
         )
     return cols
+
+
+def flat_table(
+    indices: Sequence[int],
+    sources: Sequence[str],
+    labelset: str,
+    version: int,
+    labels: Sequence[str],
+    answer: FlatAnswer,
+    reject_below: float | None,
+) -> pa.Table:
+    """The rows of one label set's flat-mode answer, built column by column from its arrays
+    (no result object per image: stored embeddings classify at search speed). The same rows
+    as :func:`prediction_rows` of the results built from ``answer``."""
+    import pyarrow as pa
+
+    n, k = answer.ids.shape
+    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+    names = pa.array(list(labels), pa.string())
+    top = answer.probabilities[:, 0] if k else np.zeros(n, dtype=np.float32)
+    rejected = (
+        np.zeros(n, dtype=bool) if reject_below is None else top.astype(np.float64) < reject_below
+    )
+
+    def floats(values: np.ndarray) -> pa.Array:
+        return pa.ListArray.from_arrays(
+            offsets, pa.array(values.astype(np.float64).reshape(-1), pa.float64())
+        )
+
+    schema = prediction_schema()
+    columns = {
+        "source": pa.array(list(sources), pa.string()),
+        "input_index": pa.array(np.asarray(indices, dtype=np.int64)),
+        "labelset": pa.array([labelset] * n, pa.string()),
+        "version": pa.array(np.full(n, version, dtype=np.int32)),
+        "labels": pa.ListArray.from_arrays(offsets, names.take(answer.ids.reshape(-1))),
+        "probabilities": floats(answer.probabilities),
+        "scores": floats(answer.scores),
+        "path": pa.nulls(n, schema.field("path").type),
+        "exact_probabilities": pa.array(answer.exact, pa.bool_()),
+        "rejected": pa.array(rejected, pa.bool_()),
+        "error": pa.nulls(n, schema.field("error").type),
+    }
+    return pa.table(columns, schema=schema)
 
 
 def merge_columns(parts: Sequence[dict[str, list[Any]]]) -> dict[str, list[Any]]:

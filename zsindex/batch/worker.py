@@ -17,6 +17,7 @@ import numpy as np
 
 from zsindex.batch.output import (
     embeddings_table,
+    flat_table,
     merge_columns,
     prediction_rows,
     predictions_table,
@@ -122,15 +123,36 @@ class BatchWorker:
         sources: Sequence[str],
         vectors: np.ndarray,
     ) -> PartOutput:
-        """Classify stored image embeddings (one row per source; no encoder)."""
+        """Classify stored image embeddings (one row per source; no encoder). Flat modes go
+        from the search's arrays straight to Parquet columns; tree modes through results."""
+        import pyarrow as pa
+
+        from zsindex.classify.engine import check_embeddings, flat_columns, prediction_labels
         from zsindex.classify.pipeline import Embedded
 
-        embedded = Embedded(
-            count=len(sources), rows={i: vectors[i] for i in range(len(sources))}, errors={}
-        )
-        columns = [self._score(t, indices, sources, embedded) for t in range(len(self.tasks))]
+        tables = []
+        for t, task in enumerate(self.tasks):
+            loaded = self.loaded[t]
+            options = self.backend.pipeline.options(task.options)
+            answer = flat_columns(loaded, check_embeddings(vectors, loaded.record.dim), options)
+            if answer is None:
+                embedded = Embedded(count=len(sources), rows=dict(enumerate(vectors)), errors={})
+                cols = self._score(t, indices, sources, embedded)
+                tables.append(predictions_table(cols))
+                continue
+            tables.append(
+                flat_table(
+                    indices,
+                    sources,
+                    loaded.name,
+                    loaded.version,
+                    prediction_labels(loaded),
+                    answer,
+                    options.reject_below,
+                )
+            )
         return PartOutput(
-            predictions=predictions_table(merge_columns(columns)),
+            predictions=pa.concat_tables(tables),
             embeddings=None,
             images=len(sources),
             errors=0,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -200,6 +200,56 @@ def _flat(
     opts: ClassifyOptions,
     within: int | None,
 ) -> list[ClassificationResult]:
+    answer = flat_answer(loaded, emb, opts, within)
+    labels = prediction_labels(loaded)
+    out = []
+    for q, name in enumerate(image_names):
+        preds = [
+            Prediction(labels[int(i)], float(p), float(s))
+            for i, p, s in zip(
+                answer.ids[q], answer.probabilities[q], answer.scores[q], strict=True
+            )
+        ]
+        bound = answer.probability_bound
+        out.append(
+            ClassificationResult(
+                image=name,
+                labelset=loaded.name,
+                version=loaded.version,
+                predictions=preds,
+                exact_probabilities=bool(answer.exact[q]),
+                probability_bound=float(bound[q]) if bound is not None and bound[q] > 0 else None,
+                probability_error=None if answer.errors is None else float(answer.errors[q]),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class FlatAnswer:
+    """A flat-mode answer for ``Q`` images as arrays (results are built from it, and batch
+    jobs write it to Parquet as it is).
+
+    Attributes:
+        ids: int64 ``[Q, k']`` label rows, best first.
+        probabilities, scores: ``[Q, k']``.
+        exact: bool ``[Q]``: the probabilities are exactly the softmax over every searched label.
+        probability_bound: ``[Q]`` relative error bounds (0: exact), or ``None``.
+        errors: ``[Q]`` pruned mode's probability errors, or ``None``.
+    """
+
+    ids: np.ndarray
+    probabilities: np.ndarray
+    scores: np.ndarray
+    exact: np.ndarray
+    probability_bound: np.ndarray | None
+    errors: np.ndarray | None
+
+
+def flat_answer(
+    loaded: LoadedLabelSet, emb: np.ndarray, opts: ClassifyOptions, within: int | None
+) -> FlatAnswer:
+    """The flat modes' (``flat``, ``pruned``) search of unit embeddings ``[Q, dim]``."""
     subset: np.ndarray | None = loaded.leaf_ids
     if within is not None and loaded.tree is not None:
         subset = _subtree_leaves(loaded.tree, within)
@@ -217,28 +267,30 @@ def _flat(
             mode=opts.activation,
             subset=subset,
         )
-    labels = prediction_labels(loaded)
-    bounds = res.probability_bound
-    out = []
-    for q, name in enumerate(image_names):
-        preds = [
-            Prediction(labels[int(i)], float(p), float(s))
-            for i, p, s in zip(res.ids[q], res.probabilities[q], res.scores[q], strict=True)
-        ]
-        bound = float(bounds[q]) if bounds is not None and bounds[q] > 0 else None
-        out.append(
-            ClassificationResult(
-                image=name,
-                labelset=loaded.name,
-                version=loaded.version,
-                predictions=preds,
-                # pruned: per image, exact only where every group was expanded
-                exact_probabilities=res.exact_probabilities if errors is None else not errors[q],
-                probability_bound=bound,
-                probability_error=None if errors is None else float(errors[q]),
-            )
-        )
-    return out
+    # pruned: per image, exact only where every group was expanded
+    exact = (
+        np.full(len(emb), res.exact_probabilities, dtype=bool)
+        if errors is None
+        else ~np.asarray(errors, dtype=bool)
+    )
+    return FlatAnswer(
+        ids=res.ids,
+        probabilities=res.probabilities,
+        scores=res.scores,
+        exact=exact,
+        probability_bound=res.probability_bound,
+        errors=errors,
+    )
+
+
+def flat_columns(
+    loaded: LoadedLabelSet, emb: np.ndarray, opts: ClassifyOptions
+) -> FlatAnswer | None:
+    """:func:`flat_answer` for ``opts`` (checked here), or ``None`` for a tree mode."""
+    within, _ = _resolve(loaded, opts)
+    if opts.mode not in FLAT_SET_MODES:
+        return None
+    return flat_answer(loaded, emb, opts, within)
 
 
 def _subtree_leaves(tree: Tree, node: int) -> np.ndarray:
