@@ -130,11 +130,13 @@ class BatchWorker:
         from zsindex.classify.engine import check_embeddings, flat_columns, prediction_labels
         from zsindex.classify.pipeline import Embedded
 
+        # Every label set of the job has the stored embeddings' dimension (checked at start).
+        unit = check_embeddings(vectors, self.loaded[0].record.dim)
         tables = []
         for t, task in enumerate(self.tasks):
             loaded = self.loaded[t]
             options = self.backend.pipeline.options(task.options)
-            answer = flat_columns(loaded, check_embeddings(vectors, loaded.record.dim), options)
+            answer = flat_columns(loaded, unit, options)
             if answer is None:
                 embedded = Embedded(count=len(sources), rows=dict(enumerate(vectors)), errors={})
                 cols = self._score(t, indices, sources, embedded)

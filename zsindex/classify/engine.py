@@ -202,6 +202,7 @@ def _flat(
 ) -> list[ClassificationResult]:
     answer = flat_answer(loaded, emb, opts, within)
     labels = prediction_labels(loaded)
+    bound = answer.probability_bound
     out = []
     for q, name in enumerate(image_names):
         preds = [
@@ -210,7 +211,6 @@ def _flat(
                 answer.ids[q], answer.probabilities[q], answer.scores[q], strict=True
             )
         ]
-        bound = answer.probability_bound
         out.append(
             ClassificationResult(
                 image=name,

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
 import numpy as np
+
+from zsindex.index.pools import LazyPool
 
 DOT_MAX_QUERIES = 128
 """Most queries scored by the kernel directly; above, rows are widened for BLAS's GEMM."""
@@ -41,8 +42,7 @@ def _load_kernel() -> ModuleType | None:
 
 
 _KERNEL = _load_kernel()
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
+_POOL = LazyPool("zsindex-f16")
 
 
 def available() -> bool:
@@ -58,13 +58,7 @@ def compiled() -> bool:
 def _pool() -> ThreadPoolExecutor:
     # Its own pool, not kernels.thread_pool(): callers already running on that pool (tree and
     # pruned scoring) may call in here, and waiting on one's own pool can deadlock.
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(
-                max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="zsindex-f16"
-            )
-        return _POOL
+    return _POOL.get()
 
 
 def _spans(rows: int) -> list[tuple[int, int]]:

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+from zsindex.index.pools import LazyPool
 
 CHUNK = 32
 """Columns per chunk for the candidate filter."""
@@ -34,19 +35,12 @@ MIN_BLOCK_ROWS = 16384
 """Fewest labels per block: OpenBLAS GEMM efficiency drops with narrow blocks (measured at 256
 queries x 512 dims: 2,048-label blocks ran at 1/4 of full-GEMM speed, 16,384+ at ~full speed)."""
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
+_POOL = LazyPool("zsindex")
 
 
 def thread_pool() -> ThreadPoolExecutor:
     """The shared worker pool (one thread per core), created on first use."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(
-                max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="zsindex"
-            )
-        return _POOL
+    return _POOL.get()
 
 
 def block_rows(num_queries: int, total: int, block_elements: int) -> int:
