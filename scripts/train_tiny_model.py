@@ -56,11 +56,11 @@ from zsindex.demo import (
 )
 from zsindex.labels.demo_vocab import COLOR_NAMES, SHAPES
 
+T = TypeVar("T")
+
 # Words never used as random filler tokens: the vocabulary itself, other colour and shape words
 # (a filler "blue" in a caption of a red circle would teach the model to ignore colour words),
 # negations, and every word of the evaluation templates (so evaluation prompts stay unseen).
-T = TypeVar("T")
-
 _PROTECTED_WORDS = {
     *COLOR_NAMES, *SHAPES,
     "pink", "brown", "grey", "gray", "violet", "cyan", "magenta", "gold", "golden", "silver",
@@ -417,7 +417,7 @@ def main() -> None:
         lr=args.lr,
         betas=(0.9, 0.98),
         eps=1e-6,
-        fused=True,  # one kernel over all parameters: the 6.3M-row token table made it costly
+        fused=True,  # one kernel over all parameters (6.3M of them in the token table)
     )
     sampler = CaptionSampler(tokenizer, args.filler_prob, max_len=20)
     n_params = sum(p.numel() for p in model.parameters())
